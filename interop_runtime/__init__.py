@@ -1,0 +1,84 @@
+"""interop-runtime: models from different ML frameworks working together as one system.
+
+The public surface: everything a client, a script or a worker plugin needs.
+"""
+
+from .client import Client, Params, RunResult
+from .codec import Envelope, decode, encode
+from .dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
+from .errors import (
+    BadFrameError,
+    BadHeaderError,
+    BadTensorError,
+    BusyError,
+    CancelledError_,
+    DTypeMismatchError,
+    ErrorCode,
+    FunctionFailedError,
+    GraphError,
+    InteropError,
+    LayoutMismatchError,
+    ProtocolError,
+    RunError,
+    ShapeMismatchError,
+    TimeoutError_,
+    TooLargeError,
+    UnknownFunctionError,
+    UnknownKindError,
+    UnknownTargetError,
+    UnsupportedError,
+    VersionError,
+    WorkerLostError,
+)
+from .graph import Graph, GraphSpec
+from .launcher import ClusterSpec, LocalCluster, WorkerSpec
+from .messages import PROTOCOL_VERSION, FunctionSpec, TensorSpec
+from .plugin import PluginUnavailable, WorkerPlugin
+from .signatures import spec
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "WIRE_DTYPES",
+    "BadFrameError",
+    "BadHeaderError",
+    "BadTensorError",
+    "BusyError",
+    "CancelledError_",
+    "Client",
+    "ClusterSpec",
+    "DTypeMismatchError",
+    "Envelope",
+    "ErrorCode",
+    "FunctionFailedError",
+    "FunctionSpec",
+    "Graph",
+    "GraphError",
+    "GraphSpec",
+    "InteropError",
+    "LayoutMismatchError",
+    "LocalCluster",
+    "Params",
+    "PluginUnavailable",
+    "ProtocolError",
+    "RunError",
+    "RunResult",
+    "ShapeMismatchError",
+    "TensorSpec",
+    "TimeoutError_",
+    "TooLargeError",
+    "UnknownFunctionError",
+    "UnknownKindError",
+    "UnknownTargetError",
+    "UnsupportedError",
+    "VersionError",
+    "WorkerLostError",
+    "WorkerPlugin",
+    "WorkerSpec",
+    "decode",
+    "encode",
+    "spec",
+    "to_numpy_dtype",
+    "wire_dtype",
+]

@@ -1,0 +1,210 @@
+"""The ``interop`` command line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(help="interop-runtime: run models from different frameworks as one system.",
+                  no_args_is_help=True, add_completion=False)
+coordinator_app = typer.Typer(help="The coordinator daemon.", no_args_is_help=True)
+worker_app = typer.Typer(help="Worker processes.", no_args_is_help=True)
+app.add_typer(coordinator_app, name="coordinator")
+app.add_typer(worker_app, name="worker")
+console = Console()
+
+CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="Coordinator address.",
+                                       envvar="INTEROP_COORDINATOR")]
+DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@coordinator_app.command("start")
+def coordinator_start(
+    bind: Annotated[str, typer.Option(help="Address to bind (tcp://, ipc://).")] = DEFAULT_ADDRESS,
+    state: Annotated[str, typer.Option(help="SQLite file for graphs, runs and results.")] =
+        "interop-state.sqlite",
+    heartbeat: Annotated[float, typer.Option(help="Expected worker heartbeat interval (s).")] = 1.0,
+    dead_after: Annotated[float | None, typer.Option(help="Mark a worker dead after this many "
+                                                          "seconds without heartbeat.")] = None,
+    max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Run the coordinator in the foreground (SIGTERM stops it cleanly)."""
+    from .coordinator import Coordinator
+
+    _logging(log_level)
+    Coordinator(bind, state_path=state, heartbeat_s=heartbeat, dead_after_s=dead_after,
+                max_message_bytes=max_message_bytes).serve_forever()
+
+
+@worker_app.command("start")
+def worker_start(
+    plugin: Annotated[str, typer.Option(help="Plugin name (see `interop plugins`).")],
+    coordinator: CoordOpt = DEFAULT_ADDRESS,
+    config: Annotated[Path | None, typer.Option(help="Plugin config, YAML.")] = None,
+    name: Annotated[str | None, typer.Option(help="Worker name (default: plugin-pid).")] = None,
+    bind: Annotated[str, typer.Option(help="Address for this worker's inbox.")] =
+        "tcp://127.0.0.1:0",
+    device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
+    heartbeat: Annotated[float, typer.Option(help="Heartbeat interval (s).")] = 1.0,
+    max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
+    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+) -> None:
+    """Start a worker: load the model, register with the coordinator, serve."""
+    import os
+
+    from .plugin import PluginUnavailable, create_plugin
+    from .worker import WorkerHost
+
+    _logging(log_level)
+    cfg: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
+    cfg = cfg or {}
+    try:
+        loaded = create_plugin(plugin, cfg, device)
+    except PluginUnavailable as exc:
+        console.print(f"[red]cannot start worker:[/red] {exc}")
+        raise typer.Exit(3) from None
+    except Exception as exc:  # a bad config or device: say so, do not trace back
+        console.print(f"[red]cannot start worker:[/red] {type(exc).__name__}: {exc}")
+        raise typer.Exit(2) from None
+    host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator, bind=bind,
+                      device=device, heartbeat_s=heartbeat, max_message_bytes=max_message_bytes,
+                      reload=lambda: create_plugin(plugin, cfg, device))
+    host.serve_forever()
+
+
+@app.command()
+def plugins() -> None:
+    """List installed worker plugins."""
+    from .plugin import available_plugins
+
+    table = Table("plugin", "entry point")
+    for n, v in sorted(available_plugins().items()):
+        table.add_row(n, v)
+    console.print(table)
+
+
+@app.command()
+def workers(coordinator: CoordOpt = DEFAULT_ADDRESS) -> None:
+    """List the coordinator's workers and their functions."""
+    from .client import Client
+
+    with Client(coordinator, timeout_s=5) as c:
+        rows = c.workers()
+    table = Table("worker", "plugin", "device", "alive", "endpoint", "functions")
+    for w in rows:
+        table.add_row(w["name"], w["plugin"], w["device"], "yes" if w["alive"] else "[red]no[/red]",
+                      w["endpoint"], ", ".join(f["name"] for f in w["functions"]))
+    console.print(table)
+
+
+@app.command()
+def status(coordinator: CoordOpt = DEFAULT_ADDRESS,
+           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The coordinator's counters."""
+    from .client import Client
+
+    with Client(coordinator, timeout_s=5) as c:
+        body = c.status()
+    if json_out:
+        print(json.dumps(body))
+    else:
+        for k, v in body.items():
+            console.print(f"{k:>15}: {v}")
+
+
+def print_result(result: Any, *, max_values: int = 6) -> None:
+    table = Table("output", "dtype", "shape", "values")
+    for name, arr in result.items():
+        flat = np.asarray(arr).reshape(-1)[:max_values]
+        table.add_row(name, str(arr.dtype), str(tuple(arr.shape)),
+                      " ".join(f"{v:.4g}" if np.issubdtype(flat.dtype, np.floating) else str(v)
+                               for v in flat) + (" ..." if arr.size > max_values else ""))
+    console.print(table)
+    timing = Table("node", "worker", "compute ms", "wait ms", "done at ms", "bytes out")
+    for node, t in result.timings.items():
+        timing.add_row(node, t["worker"], f"{t['compute_us'] / 1000:.3f}",
+                       f"{t['wait_us'] / 1000:.3f}", f"{t['done_us'] / 1000:.3f}",
+                       str(t["bytes_out"]))
+    console.print(timing)
+    console.print(f"run {result.run}: {result.elapsed_us / 1000:.3f} ms end to end")
+
+
+@app.command("run")
+def run_pipeline(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (graph + inputs).")],
+    coordinator: CoordOpt = DEFAULT_ADDRESS,
+    timeout: Annotated[float, typer.Option(help="Per-run deadline (s).")] = 60.0,
+    save: Annotated[Path | None, typer.Option(help="Save outputs to this .npz file.")] = None,
+) -> None:
+    """Register a pipeline's graph and run it on a running coordinator."""
+    from .client import Client
+    from .pipeline import PipelineSpec, make_inputs
+
+    spec = PipelineSpec.from_yaml(pipeline)
+    inputs = make_inputs(spec, pipeline.parent)
+    with Client(coordinator, timeout_s=timeout) as c:
+        c.register(spec.graph)
+        for _ in range(spec.repeat):
+            result = c.run(spec.graph.name, inputs, timeout_s=timeout)
+    print_result(result)
+    if save:
+        np.savez(save, **result)
+
+
+@app.command()
+def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
+       log_dir: Annotated[Path | None, typer.Option(help="Where worker logs go.")] = None) -> None:
+    """Start a local coordinator and the workers of a cluster YAML; Ctrl-C stops them."""
+    from .launcher import ClusterSpec, LocalCluster
+
+    spec = ClusterSpec.from_yaml(cluster)
+    with LocalCluster(spec, log_dir=str(log_dir) if log_dir else None) as lc:
+        console.print(f"coordinator at [bold]{lc.address}[/bold]; workers: "
+                      f"{', '.join(lc.workers)}; logs in {lc.log_dir}")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            console.print("stopping")
+
+
+@app.command()
+def launch(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
+           pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
+           timeout: Annotated[float, typer.Option(help="Per-run deadline (s).")] = 300.0) -> None:
+    """Start a local cluster, run one pipeline on it, print the results, stop."""
+    from .launcher import ClusterSpec, LocalCluster
+    from .pipeline import PipelineSpec, make_inputs
+
+    spec = PipelineSpec.from_yaml(pipeline)
+    with LocalCluster(ClusterSpec.from_yaml(cluster)) as lc, lc.client(timeout_s=timeout) as c:
+        console.print(f"coordinator at {lc.address}; workers: {', '.join(lc.workers)}")
+        c.register(spec.graph)
+        inputs = make_inputs(spec, pipeline.parent)
+        for _ in range(spec.repeat):
+            result = c.run(spec.graph.name, inputs, timeout_s=timeout)
+        print_result(result)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The coordinator daemon: a thin loop that carries out what CoordinatorState decides."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import zmq
+
+from .codec import DEFAULT_MAX_MESSAGE_BYTES, decode
+from .coordinator_state import CoordinatorState, Send
+from .errors import InteropError
+from .store import Store
+from .transport import bind_router, recv_frames, send_msg
+
+log = logging.getLogger("interop.coordinator")
+
+
+class Coordinator:
+    def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, state_path: str = ":memory:",
+                 heartbeat_s: float = 1.0, dead_after_s: float | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 run_timeout_s: float = 300.0) -> None:
+        self.ctx = zmq.Context.instance()
+        self.max_bytes = max_message_bytes
+        self.sock, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
+                                               mandatory=True)
+        self.store = Store(state_path)
+        self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s,
+                                      dead_after_s=dead_after_s,
+                                      default_run_timeout_s=run_timeout_s)
+        self.tick_s = min(0.1, heartbeat_s / 4)
+        self.running = True
+
+    def serve_forever(self) -> None:
+        log.info("coordinator listening on %s (state: %s)", self.endpoint, self.store.path)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        try:
+            next_tick = time.monotonic()
+            while self.running:
+                timeout = max(0, int((next_tick - time.monotonic()) * 1000))
+                if self.sock.poll(timeout):
+                    self._drain()
+                if time.monotonic() >= next_tick:
+                    self._carry_out(self.state.tick())
+                    next_tick = time.monotonic() + self.tick_s
+                self.store.commit()
+        finally:
+            self.close()
+        log.info("coordinator stopped")
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.store.close()
+
+    def _drain(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            try:
+                peer, frames = recv_frames(self.sock, router=True)
+            except zmq.Again:
+                return
+            try:
+                env = decode(frames, max_bytes=self.max_bytes)
+            except InteropError as exc:
+                log.warning("bad message from %s: %s", peer.hex() if peer else "?", exc)
+                self._carry_out(self.state.bad_message(peer or b"", exc))
+            else:
+                self._carry_out(self.state.handle(peer or b"", env))
+            if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                return
+
+    def _carry_out(self, sends: list[Send]) -> None:
+        for s in sends:
+            try:
+                send_msg(self.sock, s.msg, s.arrays, peer=s.peer, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
+                log.warning("could not deliver %s to %s: %s", s.msg.kind, s.peer.hex(), exc)
+                self.state.undeliverable(s)
+
+
+def run_coordinator(**kwargs: Any) -> None:
+    Coordinator(**kwargs).serve_forever()

@@ -1,0 +1,178 @@
+"""Start a local coordinator and workers from a cluster spec, as real OS processes.
+
+Cluster YAML::
+
+    coordinator: {bind: "tcp://127.0.0.1:0", heartbeat_s: 1.0}
+    workers:
+      - name: w1
+        plugin: numpy
+        device: cpu
+        python: /path/to/other/venv/bin/python   # optional: run under another interpreter
+        config: {functions: {scale: "interop_runtime.plugins.numpy_ops:scale"}}
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from .client import Client
+from .errors import InteropError
+
+
+class CoordinatorSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    bind: str = "tcp://127.0.0.1:0"
+    heartbeat_s: float = 1.0
+    dead_after_s: float | None = None
+    state: str = ":memory:"
+    max_message_bytes: int | None = None
+
+
+class WorkerSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    plugin: str
+    device: str = "cpu"
+    python: str | None = None
+    config: dict[str, Any] = {}
+    env: dict[str, str] = {}
+    heartbeat_s: float | None = None
+
+
+class ClusterSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    coordinator: CoordinatorSpec = CoordinatorSpec()
+    workers: list[WorkerSpec] = []
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> ClusterSpec:
+        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def free_tcp_address(host: str = "127.0.0.1") -> str:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return f"tcp://{host}:{s.getsockname()[1]}"
+
+
+def _cli(python: str | None) -> list[str]:
+    return [python or sys.executable, "-m", "interop_runtime"]
+
+
+class LocalCluster:
+    """A coordinator plus workers as subprocesses; a context manager that cleans up."""
+
+    def __init__(self, spec: ClusterSpec, *, log_dir: str | None = None,
+                 ready_timeout_s: float = 120.0) -> None:
+        self.spec = spec
+        self.ready_timeout_s = ready_timeout_s
+        self._tmp = tempfile.TemporaryDirectory(prefix="interop-")
+        self.log_dir = Path(log_dir or self._tmp.name)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        bind = spec.coordinator.bind
+        self.address = free_tcp_address() if bind.endswith(":0") else bind
+        self.coordinator: subprocess.Popen[bytes] | None = None
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None
+               ) -> subprocess.Popen[bytes]:
+        log = open(self.log_dir / f"{log_name}.log", "ab")
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env,
+                                start_new_session=True)
+
+    def start_coordinator(self) -> None:
+        c = self.spec.coordinator
+        args = [*_cli(None), "coordinator", "start", "--bind", self.address,
+                "--heartbeat", str(c.heartbeat_s), "--state", c.state]
+        if c.dead_after_s is not None:
+            args += ["--dead-after", str(c.dead_after_s)]
+        if c.max_message_bytes:
+            args += ["--max-message-bytes", str(c.max_message_bytes)]
+        self.coordinator = self._spawn(args, "coordinator")
+
+    def start_worker(self, w: WorkerSpec) -> subprocess.Popen[bytes]:
+        config = self.log_dir / f"{w.name}.config.yaml"
+        config.write_text(yaml.safe_dump(w.config))
+        heartbeat = w.heartbeat_s or self.spec.coordinator.heartbeat_s
+        args = [*_cli(w.python), "worker", "start", "--plugin", w.plugin, "--config", str(config),
+                "--coordinator", self.address, "--name", w.name, "--device", w.device,
+                "--heartbeat", str(heartbeat)]
+        proc = self._spawn(args, w.name, w.env)
+        self.workers[w.name] = proc
+        return proc
+
+    def start(self) -> LocalCluster:
+        self.start_coordinator()
+        for w in self.spec.workers:
+            self.start_worker(w)
+        self.wait_ready([w.name for w in self.spec.workers])
+        return self
+
+    def wait_ready(self, names: list[str], timeout_s: float | None = None) -> None:
+        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
+        with Client(self.address, timeout_s=2.0) as client:
+            while True:
+                for name, proc in self.workers.items():
+                    if name in names and proc.poll() is not None:
+                        raise InteropError(f"worker {name!r} exited with code {proc.returncode} "
+                                           f"while starting:\n{self.log_tail(name)}", worker=name)
+                try:
+                    alive = {w["name"] for w in client.workers() if w["alive"]}
+                except InteropError:
+                    alive = set()
+                if set(names) <= alive:
+                    return
+                if time.monotonic() > deadline:
+                    missing = ", ".join(sorted(set(names) - alive))
+                    raise InteropError(f"workers not registered in time: {missing}\n" +
+                                       "\n".join(self.log_tail(n) for n in names if n not in alive))
+                time.sleep(0.1)
+
+    def log_tail(self, name: str, lines: int = 30) -> str:
+        path = self.log_dir / f"{name}.log"
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill_worker(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.workers[name]
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
+
+    def client(self, **kwargs: Any) -> Client:
+        return Client(self.address, **kwargs)
+
+    def stop(self) -> None:
+        procs = [*self.workers.values(), *([self.coordinator] if self.coordinator else [])]
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
