@@ -5,6 +5,7 @@ The public surface: everything a client, a script or a worker plugin needs.
 
 from .client import Client, Params, RunResult
 from .codec import Envelope, decode, encode
+from .devices import Device, DeviceUnavailable, parse_device
 from .dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
 from .errors import (
     BadFrameError,
@@ -49,6 +50,8 @@ __all__ = [
     "Client",
     "ClusterSpec",
     "DTypeMismatchError",
+    "Device",
+    "DeviceUnavailable",
     "Envelope",
     "ErrorCode",
     "FunctionFailedError",
@@ -78,6 +81,7 @@ __all__ = [
     "WorkerSpec",
     "decode",
     "encode",
+    "parse_device",
     "spec",
     "to_numpy_dtype",
     "wire_dtype",
