@@ -128,8 +128,9 @@ class LocalCluster:
                     if name in names and proc.poll() is not None:
                         raise InteropError(f"worker {name!r} exited with code {proc.returncode} "
                                            f"while starting:\n{self.log_tail(name)}", worker=name)
-                try:
-                    alive = {w["name"] for w in client.workers() if w["alive"]}
+                try:  # alive, and the incarnation we started (not a stale record)
+                    alive = {w["name"] for w in client.workers() if w["alive"] and (
+                        w["name"] not in self.workers or w["pid"] == self.workers[w["name"]].pid)}
                 except InteropError:
                     alive = set()
                 if set(names) <= alive:
@@ -150,6 +151,13 @@ class LocalCluster:
         proc = self.workers[name]
         proc.send_signal(sig)
         proc.wait(timeout=10)
+
+    def restart_coordinator(self) -> None:
+        """Stop the coordinator (SIGTERM) and start it again on the same address."""
+        if self.coordinator and self.coordinator.poll() is None:
+            self.coordinator.terminate()
+            self.coordinator.wait(timeout=10)
+        self.start_coordinator()
 
     def client(self, **kwargs: Any) -> Client:
         return Client(self.address, **kwargs)

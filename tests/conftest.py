@@ -9,13 +9,7 @@ import pytest
 
 from interop_runtime import ClusterSpec, LocalCluster
 
-NUMPY_OPS = "interop_runtime.plugins.numpy_ops"
-
-
-def numpy_worker(name: str, *functions: str, **extra: Any) -> dict[str, Any]:
-    """A worker spec for the built-in NumPy plugin hosting functions from numpy_ops."""
-    config = {"functions": {f: f"{NUMPY_OPS}:{f}" for f in functions}, **extra.pop("config", {})}
-    return {"name": name, "plugin": "numpy", "config": config, **extra}
+from interop_runtime.testing import numpy_worker  # noqa: F401 - re-exported for tests
 
 
 @pytest.fixture

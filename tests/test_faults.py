@@ -1,0 +1,105 @@
+"""Workers that die, and a coordinator that restarts."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from interop_runtime import Graph, WorkerLostError
+from interop_runtime.testing import numpy_worker
+
+
+def test_sigkill_mid_run_fails_the_run_and_coordinator_keeps_serving(start_cluster) -> None:
+    cluster = start_cluster(numpy_worker("victim", "sleep"), numpy_worker("ok", "identity"),
+                            heartbeat_s=0.3)
+    slow = Graph("slow").node("s", "victim", "sleep", seconds=10).node("i", "ok", "identity")
+    slow.edge("s.y", "i.x").input("x", "s.x").output("y", "i.y")
+    fine = Graph("fine").node("i", "ok", "identity").input("x", "i.x").output("y", "i.y")
+    with cluster.client(timeout_s=20) as c:
+        c.register(slow)
+        fut = c.submit("slow", {"x": np.ones(2, np.float32)})
+        time.sleep(0.5)  # the sleep node is now running on the victim
+        killed_at = time.monotonic()
+        cluster.kill_worker("victim", signal.SIGKILL)
+        with pytest.raises(WorkerLostError) as err:
+            fut.result(timeout=10)
+        detected_s = time.monotonic() - killed_at
+        assert err.value.worker == "victim" and err.value.node == "s"
+        assert "victim" in str(err.value) and "s" in str(err.value)
+        assert detected_s < 5  # 3 missed 0.3 s heartbeats, plus slack for a busy CI machine
+        # the coordinator goes on serving other graphs...
+        np.testing.assert_array_equal(c.run(fine, {"x": np.ones(3, np.float32)})["y"], np.ones(3))
+        # ...and says clearly why the dead worker's graph cannot run
+        with pytest.raises(WorkerLostError, match="victim"):
+            c.run("slow", {"x": np.ones(2, np.float32)})
+        assert [w["alive"] for w in c.workers() if w["name"] == "victim"] == [False]
+
+
+def test_worker_crashing_inside_a_function(start_cluster) -> None:
+    cluster = start_cluster(numpy_worker("crashy", "crash"), heartbeat_s=0.3)
+    g = Graph("crash").node("c", "crashy", "crash").input("x", "c.x").output("y", "c.y")
+    with cluster.client(timeout_s=20) as c:
+        with pytest.raises(WorkerLostError, match="crashy"):
+            c.run(g, {"x": np.ones(1, np.float32)})
+        assert c.status()["runs_failed"] == 1
+
+
+def test_restarted_worker_reregisters_and_graph_runs_again(start_cluster) -> None:
+    cluster = start_cluster(numpy_worker("w", "scale"), heartbeat_s=0.3)
+    g = Graph("g").node("a", "w", "scale", factor=3.0).input("x", "a.x").output("y", "a.y")
+    with cluster.client(timeout_s=20) as c:
+        c.register(g)
+        cluster.kill_worker("w")
+        cluster.start_worker(cluster.spec.workers[0])
+        cluster.wait_ready(["w"])
+        # plans were re-installed on the new incarnation (its endpoint changed)
+        out = c.run("g", {"x": np.ones(2, np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full(2, 3, np.float32))
+
+
+def test_coordinator_restart_keeps_graphs_and_results(start_cluster, tmp_path) -> None:
+    cluster = start_cluster(numpy_worker("w", "scale", "sleep"), heartbeat_s=0.3,
+                            state=str(tmp_path / "state.sqlite"))
+    g = Graph("kept").node("a", "w", "scale", factor=5.0).input("x", "a.x").output("y", "a.y")
+    with cluster.client(timeout_s=20) as c:
+        c.register(g)
+        run_id = c.start("kept", {"x": np.ones(2, np.float32)})
+        time.sleep(0.5)  # finished and stored, not yet collected
+    cluster.restart_coordinator()
+    with cluster.client(timeout_s=20) as c:
+        deadline = time.monotonic() + 15
+        while not any(w["alive"] for w in c.workers()):  # the worker re-registers by itself
+            assert time.monotonic() < deadline, "worker did not re-register"
+            time.sleep(0.1)
+        assert [x["name"] for x in c.graphs()] == ["kept"]
+        np.testing.assert_array_equal(c.result(run_id)["y"], np.full(2, 5, np.float32))
+        np.testing.assert_array_equal(c.run("kept", {"x": np.ones(1, np.float32)})["y"], [5.0])
+
+
+def test_many_clients_while_a_worker_dies(start_cluster) -> None:
+    """Runs on other graphs are not disturbed by a worker death."""
+    cluster = start_cluster(numpy_worker("a", "identity"), numpy_worker("b", "sleep"),
+                            heartbeat_s=0.3)
+    ga = Graph("ga").node("n", "a", "identity").input("x", "n.x").output("y", "n.y")
+    gb = Graph("gb").node("n", "b", "sleep", seconds=5).input("x", "n.x").output("y", "n.y")
+    results: list[bool] = []
+    with cluster.client(timeout_s=20) as c:
+        c.register(ga)
+        c.register(gb)
+        doomed = c.submit("gb", {"x": np.ones(1, np.float32)})
+
+        def hammer() -> None:
+            for i in range(50):
+                x = np.full(4, i, np.float32)
+                results.append(bool(np.array_equal(c.run("ga", {"x": x})["y"], x)))
+        t = threading.Thread(target=hammer)
+        t.start()
+        cluster.kill_worker("b")
+        t.join(30)
+        with pytest.raises(WorkerLostError):
+            doomed.result(timeout=10)
+    assert results == [True] * 50
