@@ -1,0 +1,89 @@
+"""The coordinator's state machine driven with plain objects: no sockets, no processes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from interop_runtime import Graph
+from interop_runtime.codec import Envelope
+from interop_runtime.coordinator_state import CoordinatorState
+from interop_runtime.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    DataMsg,
+    DoneMsg,
+    ErrorMsg,
+    FunctionSpec,
+    GraphMsg,
+    HeartbeatMsg,
+    RegisterMsg,
+    ReplyMsg,
+    RunMsg,
+    TensorSpec,
+)
+
+V = PROTOCOL_VERSION
+ID = {"w1": b"id-w1", "w2": b"id-w2"}
+CLIENT = b"client"
+F = FunctionSpec(name="f", inputs=[TensorSpec(name="x", dtype="float32")],
+                 outputs=[TensorSpec(name="y", dtype="float32")])
+
+
+def setup() -> tuple[CoordinatorState, Graph]:
+    st = CoordinatorState(heartbeat_s=1.0)
+    for name, ident in ID.items():
+        out = st.handle(ident, Envelope(RegisterMsg(v=V, id=f"r-{name}", name=name, plugin="numpy",
+                                                    endpoint=f"tcp://{name}", functions=[F])), 0.0)
+        assert isinstance(out[0].msg, ReplyMsg)
+    g = Graph("chain").node("a", "w1", "f").node("b", "w2", "f").edge("a.y", "b.x")
+    g.input("x", "a.x").output("y", "b.y")
+    sends = st.handle(CLIENT, Envelope(GraphMsg(v=V, id="g1", op="register",
+                                                spec=g.spec().model_dump())), 0.0)
+    plans = [s for s in sends if isinstance(s.msg, ControlMsg)]
+    assert {s.peer for s in plans} == {b"id-w1", b"id-w2"}
+    replies: list = []
+    for s in plans:
+        replies += st.handle(s.peer, Envelope(ReplyMsg(v=V, id="ack" + s.msg.id, reply_to=s.msg.id)),
+                             0.0)
+    assert [r.peer for r in replies] == [CLIENT] and replies[0].msg.reply_to == "g1"
+    return st, g
+
+
+def test_run_goes_to_the_input_worker_and_completes_on_done() -> None:
+    st, _ = setup()
+    x = np.ones(3, np.float32)
+    sends = st.handle(CLIENT, Envelope(RunMsg(v=V, id="run-msg", graph="chain", run="r1"),
+                                       {"x": x}), 1.0)
+    assert len(sends) == 1 and sends[0].peer == ID["w1"] and isinstance(sends[0].msg, DataMsg)
+    assert sends[0].msg.node == "a" and sends[0].arrays["x"] is x
+    assert st.runs["r1"].outstanding == {"a": "w1", "b": "w2"}
+    # a completes: nothing for the client yet (its tensor went straight to w2)
+    assert st.handle(ID["w1"], Envelope(DoneMsg(v=V, id="d1", graph="chain", run="r1", node="a")),
+                     1.1) == []
+    y = np.full(3, 4, np.float32)
+    out = st.handle(ID["w2"], Envelope(DoneMsg(v=V, id="d2", graph="chain", run="r1", node="b"),
+                                       {"y": y}), 1.2)
+    assert len(out) == 1 and out[0].peer == CLIENT and out[0].msg.reply_to == "run-msg"
+    assert out[0].arrays["y"] is y and "r1" not in st.runs
+
+
+def test_lost_worker_fails_exactly_its_runs() -> None:
+    st, _ = setup()
+    st.handle(CLIENT, Envelope(RunMsg(v=V, id="m", graph="chain", run="r1"),
+                               {"x": np.ones(1, np.float32)}), 1.0)
+    st.handle(ID["w1"], Envelope(DoneMsg(v=V, id="d", graph="chain", run="r1", node="a")), 1.1)
+    # w2 keeps quiet; w1 heartbeats
+    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1")), 3.5)
+    out = st.tick(4.0)
+    errors = [s for s in out if isinstance(s.msg, ErrorMsg)]
+    assert len(errors) == 1 and errors[0].peer == CLIENT
+    assert (errors[0].msg.code, errors[0].msg.worker, errors[0].msg.node) == ("worker_lost", "w2", "b")
+    cancels = [s for s in out if isinstance(s.msg, ControlMsg) and s.msg.action == "cancel"]
+    assert [c.peer for c in cancels] == [ID["w1"]]  # the live worker drops the run's leftovers
+    assert st.workers["w2"].alive is False and st.workers["w1"].alive is True
+
+
+def test_heartbeat_from_unknown_worker_asks_it_to_register() -> None:
+    st = CoordinatorState()
+    out = st.handle(b"x", Envelope(HeartbeatMsg(v=V, id="h", name="stranger")), 0.0)
+    assert out[0].msg.code == "unknown_target" and out[0].msg.field == "name"
