@@ -77,11 +77,12 @@ class WorkerRecord:
     pid: int | None
     last_seen: float
     alive: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
 
     def public(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.plugin, "device": self.device,
                 "endpoint": self.endpoint, "alive": self.alive, "pid": self.pid,
-                "last_seen_s": round(now - self.last_seen, 3),
+                "last_seen_s": round(now - self.last_seen, 3), "info": self.info,
                 "functions": [f.model_dump(exclude_none=True) for f in self.functions.values()]}
 
 
@@ -194,7 +195,7 @@ class CoordinatorState:
         self.workers[msg.name] = WorkerRecord(
             name=msg.name, identity=peer, endpoint=msg.endpoint, plugin=msg.plugin,
             device=msg.device, functions={f.name: f for f in msg.functions}, pid=msg.pid,
-            last_seen=now)
+            last_seen=now, info=msg.info)
         log.info("worker %s registered (%s on %s, %d functions) at %s", msg.name, msg.plugin,
                  msg.device, len(msg.functions), msg.endpoint)
         out.append(Send(peer, _reply(msg, {"name": msg.name})))

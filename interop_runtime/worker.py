@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
+import sys
 import signal
 import threading
 import time
@@ -137,7 +139,9 @@ class WorkerHost:
         while True:
             msg = RegisterMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, name=self.name,
                               plugin=self.plugin_name, device=self.device, endpoint=self.endpoint,
-                              functions=list(self.functions.values()), pid=os.getpid())
+                              functions=list(self.functions.values()), pid=os.getpid(),
+                              info={"python": sys.executable,
+                                    "python_version": platform.python_version()})
             send_msg(self.coord, msg)
             while self.coord.poll(1000):
                 _, frames = recv_frames(self.coord, router=False)
