@@ -21,7 +21,51 @@ coordinator_app = typer.Typer(help="The coordinator daemon.", no_args_is_help=Tr
 worker_app = typer.Typer(help="Worker processes.", no_args_is_help=True)
 app.add_typer(coordinator_app, name="coordinator")
 app.add_typer(worker_app, name="worker")
+keys_app = typer.Typer(help="CURVE keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 console = Console()
+
+KeyOpt = Annotated[Path | None, typer.Option("--key", envvar="INTEROP_KEY",
+                                             help="This process's CURVE secret key file "
+                                                  "(NAME.key_secret); turns CURVE on.")]
+AuthOpt = Annotated[Path | None, typer.Option("--authorized", envvar="INTEROP_AUTHORIZED",
+                                              help="Directory of public keys allowed to connect.")]
+CoordKeyOpt = Annotated[Path | None, typer.Option("--coordinator-key",
+                                                  envvar="INTEROP_COORDINATOR_KEY",
+                                                  help="The coordinator's public key file.")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Allow plain text on a "
+                                                               "non-loopback address.")]
+
+
+def _security(key: Path | None, authorized: Path | None = None,
+              coordinator_key: Path | None = None) -> Any:
+    if key is None:
+        return None
+    from .security import Security
+
+    return Security.from_files(key, authorized, coordinator_key)
+
+
+def _client(coordinator: str, key: Path | None, coordinator_key: Path | None, timeout_s: float
+            ) -> Any:
+    from .client import Client
+
+    return Client(coordinator, timeout_s=timeout_s, security=_security(key, None, coordinator_key))
+
+
+@keys_app.command("generate")
+def keys_generate(directory: Annotated[Path, typer.Argument(help="Where the keys go.")],
+                  names: Annotated[list[str], typer.Argument(help="One key pair per name, e.g. "
+                                                                  "coordinator worker1 client")],
+                  authorize: Annotated[bool, typer.Option(help="Also copy the public keys into "
+                                                               "DIRECTORY/authorized/.")] = True
+                  ) -> None:
+    """Create CURVE key pairs: NAME.key (public) and NAME.key_secret (keep it private)."""
+    from .security import generate_keys
+
+    for name in names:
+        public, secret = generate_keys(directory, name, authorize=authorize)
+        console.print(f"{name}: {public}  {secret}")
 
 CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="Coordinator address.",
                                        envvar="INTEROP_COORDINATOR")]
@@ -43,13 +87,22 @@ def coordinator_start(
                                                           "seconds without heartbeat.")] = None,
     max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    key: KeyOpt = None,
+    authorized: AuthOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Run the coordinator in the foreground (SIGTERM stops it cleanly)."""
     from .coordinator import Coordinator
 
     _logging(log_level)
-    Coordinator(bind, state_path=state, heartbeat_s=heartbeat, dead_after_s=dead_after,
-                max_message_bytes=max_message_bytes).serve_forever()
+    try:
+        coordinator = Coordinator(bind, state_path=state, heartbeat_s=heartbeat,
+                                  dead_after_s=dead_after, max_message_bytes=max_message_bytes,
+                                  security=_security(key, authorized), insecure=insecure)
+    except ValueError as exc:
+        console.print(f"[red]cannot start coordinator:[/red] {exc}")
+        raise typer.Exit(2) from None
+    coordinator.serve_forever()
 
 
 @worker_app.command("start")
@@ -64,14 +117,25 @@ def worker_start(
     heartbeat: Annotated[float, typer.Option(help="Heartbeat interval (s).")] = 1.0,
     max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    key: KeyOpt = None,
+    authorized: AuthOpt = None,
+    coordinator_key: CoordKeyOpt = None,
+    insecure: InsecureOpt = False,
 ) -> None:
     """Start a worker: load the model, register with the coordinator, serve."""
     import os
 
     from .plugin import PluginUnavailable, create_plugin
+    from .security import check_bind_allowed
     from .worker import WorkerHost
 
     _logging(log_level)
+    security = _security(key, authorized, coordinator_key)
+    try:
+        check_bind_allowed(bind, security, insecure)
+    except ValueError as exc:
+        console.print(f"[red]cannot start worker:[/red] {exc}")
+        raise typer.Exit(2) from None
     cfg: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
     cfg = cfg or {}
     try:
@@ -84,7 +148,7 @@ def worker_start(
         raise typer.Exit(2) from None
     host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator, bind=bind,
                       device=device, heartbeat_s=heartbeat, max_message_bytes=max_message_bytes,
-                      reload=lambda: create_plugin(plugin, cfg, device))
+                      reload=lambda: create_plugin(plugin, cfg, device), security=security)
     host.serve_forever()
 
 
@@ -100,11 +164,10 @@ def plugins() -> None:
 
 
 @app.command()
-def workers(coordinator: CoordOpt = DEFAULT_ADDRESS) -> None:
+def workers(coordinator: CoordOpt = DEFAULT_ADDRESS, key: KeyOpt = None,
+            coordinator_key: CoordKeyOpt = None) -> None:
     """List the coordinator's workers and their functions."""
-    from .client import Client
-
-    with Client(coordinator, timeout_s=5) as c:
+    with _client(coordinator, key, coordinator_key, 5) as c:
         rows = c.workers()
     table = Table("worker", "plugin", "device", "alive", "endpoint", "functions")
     for w in rows:
@@ -115,11 +178,10 @@ def workers(coordinator: CoordOpt = DEFAULT_ADDRESS) -> None:
 
 @app.command()
 def status(coordinator: CoordOpt = DEFAULT_ADDRESS,
-           json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+           json_out: Annotated[bool, typer.Option("--json")] = False, key: KeyOpt = None,
+           coordinator_key: CoordKeyOpt = None) -> None:
     """The coordinator's counters."""
-    from .client import Client
-
-    with Client(coordinator, timeout_s=5) as c:
+    with _client(coordinator, key, coordinator_key, 5) as c:
         body = c.status()
     if json_out:
         print(json.dumps(body))
@@ -151,14 +213,15 @@ def run_pipeline(
     coordinator: CoordOpt = DEFAULT_ADDRESS,
     timeout: Annotated[float, typer.Option(help="Per-run deadline (s).")] = 60.0,
     save: Annotated[Path | None, typer.Option(help="Save outputs to this .npz file.")] = None,
+    key: KeyOpt = None,
+    coordinator_key: CoordKeyOpt = None,
 ) -> None:
     """Register a pipeline's graph and run it on a running coordinator."""
-    from .client import Client
     from .pipeline import PipelineSpec, make_inputs
 
     spec = PipelineSpec.from_yaml(pipeline)
     inputs = make_inputs(spec, pipeline.parent)
-    with Client(coordinator, timeout_s=timeout) as c:
+    with _client(coordinator, key, coordinator_key, timeout) as c:
         c.register(spec.graph)
         for _ in range(spec.repeat):
             result = c.run(spec.graph.name, inputs, timeout_s=timeout)

@@ -34,6 +34,7 @@ from .messages import (
     ReplyMsg,
     RunMsg,
 )
+from .security import Security
 from .transport import connect_dealer
 
 log = logging.getLogger("interop.client")
@@ -68,7 +69,7 @@ def _as_spec(graph: Graph | GraphSpec | Mapping[str, Any]) -> GraphSpec:
 
 class Client:
     def __init__(self, address: str, *, timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-                 max_message_bytes: int | None = None) -> None:
+                 max_message_bytes: int | None = None, security: Security | None = None) -> None:
         self.address = address
         self.timeout_s = timeout_s
         self.ctx = zmq.Context.instance()
@@ -79,7 +80,8 @@ class Client:
         self._push.setsockopt(zmq.LINGER, 0)
         self._push.connect(self._pipe_addr)
         self._push_lock = threading.Lock()
-        self._dealer = connect_dealer(self.ctx, address, max_message_bytes=max_message_bytes)
+        self._dealer = connect_dealer(self.ctx, address, max_message_bytes=max_message_bytes,
+                                      security=security)
         self._futures: dict[str, Future[Envelope]] = {}
         self._lock = threading.Lock()
         self._closed = False

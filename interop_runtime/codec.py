@@ -130,12 +130,21 @@ def decode(frames: Sequence[Frame], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTE
         raise UnknownKindError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}",
                                field="kind")
     try:
-        msg = MESSAGE_ADAPTER.validate_python(raw)
+        # strict: a header must carry the types of protocol/schema.json, not strings
+        # that merely parse as numbers, so every implementation accepts the same headers
+        msg = MESSAGE_ADAPTER.validate_python(raw, strict=True)
     except ValidationError as exc:
         first = exc.errors()[0]
         loc = ".".join(str(p) for p in first["loc"][1:]) or "header"
-        raise BadHeaderError(f"{kind} header is invalid at {loc}: {first['msg']}", field=loc) from None
+        # the closed list (errors.py) files an unknown dtype under bad_tensor
+        error = BadTensorError if _is_tensor_dtype(first["loc"]) else BadHeaderError
+        raise error(f"{kind} header is invalid at {loc}: {first['msg']}", field=loc) from None
     return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames), nbytes=total)
+
+
+def _is_tensor_dtype(loc: tuple[Any, ...]) -> bool:
+    """True for a validation error at ``<kind>.tensors.<i>.dtype``."""
+    return len(loc) == 4 and loc[1] == "tensors" and loc[3] == "dtype"
 
 
 def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame]) -> dict[str, np.ndarray]:
@@ -158,7 +167,10 @@ def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame]) -> dict[str,
             raise BadTensorError(
                 f"tensor {meta.name!r}: frame has {buf.nbytes} bytes but {meta.dtype} x "
                 f"{tuple(meta.shape)} needs {count * dtype.itemsize}", field=where)
-        arrays[meta.name] = np.frombuffer(buf, dtype=dtype, count=count).reshape(meta.shape)
+        arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(meta.shape)
+        # zmq frames are writable, and over inproc they are the sender's own memory
+        arr.flags.writeable = False
+        arrays[meta.name] = arr
     if len(used) != len(frames) - 1:
         raise BadFrameError(f"message has {len(frames) - 1} buffer frames but the header "
                             f"references {len(used)}", field="frames")

@@ -12,6 +12,7 @@ import zmq
 from .codec import DEFAULT_MAX_MESSAGE_BYTES, decode
 from .coordinator_state import CoordinatorState, Send
 from .errors import InteropError
+from .security import Security, check_bind_allowed
 from .store import Store
 from .transport import bind_router, recv_frames, send_msg
 
@@ -22,11 +23,13 @@ class Coordinator:
     def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, state_path: str = ":memory:",
                  heartbeat_s: float = 1.0, dead_after_s: float | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 run_timeout_s: float = 300.0) -> None:
+                 run_timeout_s: float = 300.0, security: Security | None = None,
+                 insecure: bool = False) -> None:
+        check_bind_allowed(bind, security, insecure)
         self.ctx = zmq.Context.instance()
         self.max_bytes = max_message_bytes
         self.sock, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
-                                               mandatory=True)
+                                               mandatory=True, security=security)
         self.store = Store(state_path)
         self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s,
                                       dead_after_s=dead_after_s,

@@ -78,6 +78,7 @@ class WorkerRecord:
     last_seen: float
     alive: bool = True
     info: dict[str, Any] = field(default_factory=dict)
+    public_key: str | None = None
 
     def public(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.plugin, "device": self.device,
@@ -195,7 +196,7 @@ class CoordinatorState:
         self.workers[msg.name] = WorkerRecord(
             name=msg.name, identity=peer, endpoint=msg.endpoint, plugin=msg.plugin,
             device=msg.device, functions={f.name: f for f in msg.functions}, pid=msg.pid,
-            last_seen=now, info=msg.info)
+            last_seen=now, info=msg.info, public_key=msg.public_key)
         log.info("worker %s registered (%s on %s, %d functions) at %s", msg.name, msg.plugin,
                  msg.device, len(msg.functions), msg.endpoint)
         out.append(Send(peer, _reply(msg, {"name": msg.name})))
@@ -244,6 +245,9 @@ class CoordinatorState:
     def _endpoints(self) -> dict[str, str]:
         return {n: w.endpoint for n, w in self.workers.items() if w.alive}
 
+    def _keys(self) -> dict[str, str | None]:
+        return {n: w.public_key for n, w in self.workers.items() if w.alive}
+
     # --- graphs -------------------------------------------------------------------------------
 
     def _on_graph(self, peer: bytes, msg: GraphMsg, arrays: Any, now: float) -> list[Send]:
@@ -269,7 +273,8 @@ class CoordinatorState:
             order = validate(spec, self._live_functions())
             return [Send(peer, _reply(msg, {"graph": spec.name, "valid": True, "order": order}))]
         version = self.graph_specs.get(spec.name, (0, spec))[0] + 1
-        compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version)
+        compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
+                                     self._keys())
         self.graphs[spec.name] = compiled
         self.graph_specs[spec.name] = (version, spec)
         self.store.save_graph(spec.name, version, spec.model_dump())
@@ -300,7 +305,8 @@ class CoordinatorState:
             if worker not in {n.worker for n in spec.nodes.values()}:
                 continue
             try:
-                compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version)
+                compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
+                                     self._keys())
             except InteropError:
                 continue  # some other worker is not here yet; its registration retries
             self.graphs[name] = compiled

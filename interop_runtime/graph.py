@@ -89,6 +89,7 @@ class Route(BaseModel):
     endpoint: str
     node: str
     input: str
+    public_key: str | None = None  # the consumer inbox's CURVE key, when CURVE is on
 
 
 class PlanNode(BaseModel):
@@ -253,7 +254,8 @@ def _toposort(nodes: list[str], succ: Mapping[str, set[str]]) -> tuple[list[str]
 
 
 def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, FunctionSpec]],
-                  endpoints: Mapping[str, str], version: int) -> CompiledGraph:
+                  endpoints: Mapping[str, str], version: int,
+                  keys: Mapping[str, str | None] | None = None) -> CompiledGraph:
     """Validate and turn the graph into one plan per worker."""
     order = validate(spec, functions)
     plan_nodes: dict[str, PlanNode] = {}
@@ -267,7 +269,8 @@ def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, Function
         dst_node, inp = split_port(edge.dst, what="edge")
         worker = spec.nodes[dst_node].worker
         plan_nodes[src_node].routes.setdefault(out, []).append(
-            Route(worker=worker, endpoint=endpoints[worker], node=dst_node, input=inp))
+            Route(worker=worker, endpoint=endpoints[worker], node=dst_node, input=inp,
+                  public_key=(keys or {}).get(worker)))
     for gout, ref in spec.outputs.items():
         src_node, out = split_port(ref, what="output")
         plan_nodes[src_node].graph_outputs.setdefault(out, []).append(gout)

@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict
 
 from .client import Client
 from .errors import InteropError
+from .security import Security, generate_keys
 
 
 class CoordinatorSpec(BaseModel):
@@ -37,6 +38,7 @@ class CoordinatorSpec(BaseModel):
     dead_after_s: float | None = None
     state: str = ":memory:"
     max_message_bytes: int | None = None
+    curve: bool = False  # generate CURVE keys for every process and require them
 
 
 class WorkerSpec(BaseModel):
@@ -84,6 +86,28 @@ class LocalCluster:
         self.address = free_tcp_address() if bind.endswith(":0") else bind
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.keys_dir = self.log_dir / "keys"
+        if spec.coordinator.curve:
+            for name in ["coordinator", "client", *(w.name for w in spec.workers)]:
+                generate_keys(self.keys_dir, name)
+
+    def _key_args(self, name: str, *, server: bool = False) -> list[str]:
+        if not self.spec.coordinator.curve:
+            return []
+        if not (self.keys_dir / f"{name}.key_secret").exists():
+            generate_keys(self.keys_dir, name)
+        args = ["--key", str(self.keys_dir / f"{name}.key_secret"),
+                "--authorized", str(self.keys_dir / "authorized")]
+        if not server:
+            args += ["--coordinator-key", str(self.keys_dir / "coordinator.key")]
+        return args
+
+    def security(self, name: str = "client") -> Security | None:
+        """The CURVE identity for a client of this cluster (None when CURVE is off)."""
+        if not self.spec.coordinator.curve:
+            return None
+        return Security.from_files(self.keys_dir / f"{name}.key_secret", None,
+                                   self.keys_dir / "coordinator.key")
 
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
@@ -100,6 +124,7 @@ class LocalCluster:
             args += ["--dead-after", str(c.dead_after_s)]
         if c.max_message_bytes:
             args += ["--max-message-bytes", str(c.max_message_bytes)]
+        args += self._key_args("coordinator", server=True)
         self.coordinator = self._spawn(args, "coordinator")
 
     def start_worker(self, w: WorkerSpec) -> subprocess.Popen[bytes]:
@@ -108,7 +133,7 @@ class LocalCluster:
         heartbeat = w.heartbeat_s or self.spec.coordinator.heartbeat_s
         args = [*_cli(w.python), "worker", "start", "--plugin", w.plugin, "--config", str(config),
                 "--coordinator", self.address, "--name", w.name, "--device", w.device,
-                "--heartbeat", str(heartbeat)]
+                "--heartbeat", str(heartbeat), *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc
         return proc
@@ -122,7 +147,7 @@ class LocalCluster:
 
     def wait_ready(self, names: list[str], timeout_s: float | None = None) -> None:
         deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
-        with Client(self.address, timeout_s=2.0) as client:
+        with self.client(timeout_s=2.0) as client:
             while True:
                 for name, proc in self.workers.items():
                     if name in names and proc.poll() is not None:
@@ -160,6 +185,7 @@ class LocalCluster:
         self.start_coordinator()
 
     def client(self, **kwargs: Any) -> Client:
+        kwargs.setdefault("security", self.security())
         return Client(self.address, **kwargs)
 
     def stop(self) -> None:

@@ -140,6 +140,7 @@ class RegisterMsg(Header):
     plugin: str
     device: str = "cpu"
     endpoint: str  # the worker's inbox, where peers send DATA
+    public_key: str | None = None  # the inbox's CURVE public key (Z85), when CURVE is on
     functions: list[FunctionSpec] = []
     pid: int | None = None
     info: dict[str, Any] = {}

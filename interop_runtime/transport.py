@@ -14,6 +14,7 @@ import zmq
 
 from .codec import Envelope, Frame, decode, encode
 from .messages import Header
+from .security import Security, secure_client, secure_server
 
 # pyzmq copies frames under this size anyway; above it, zero-copy pays off.
 COPY_THRESHOLD = 64 * 1024
@@ -37,9 +38,11 @@ def configure(sock: zmq.Socket, *, max_message_bytes: int | None = None, hwm: in
 
 
 def bind_router(ctx: zmq.Context, address: str, *, max_message_bytes: int | None = None,
-                mandatory: bool = False) -> tuple[zmq.Socket, str]:
+                mandatory: bool = False, security: Security | None = None
+                ) -> tuple[zmq.Socket, str]:
     sock = ctx.socket(zmq.ROUTER)
     configure(sock, max_message_bytes=max_message_bytes)
+    secure_server(ctx, sock, security)
     if mandatory:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     sock.bind(normalize_bind(address))
@@ -48,9 +51,12 @@ def bind_router(ctx: zmq.Context, address: str, *, max_message_bytes: int | None
 
 
 def connect_dealer(ctx: zmq.Context, address: str, *, identity: bytes | None = None,
-                   max_message_bytes: int | None = None) -> zmq.Socket:
+                   max_message_bytes: int | None = None, security: Security | None = None,
+                   server_key: bytes | str | None = None) -> zmq.Socket:
     sock = ctx.socket(zmq.DEALER)
     configure(sock, max_message_bytes=max_message_bytes)
+    secure_client(sock, security, server_key if server_key is not None else
+                  (security.server_key if security else None))
     if identity:
         sock.setsockopt(zmq.IDENTITY, identity)
     sock.connect(address)

@@ -48,7 +48,8 @@ from .messages import (
     RegisterMsg,
     ReplyMsg,
 )
-from .plugin import WorkerPlugin, create_plugin
+from .plugin import WorkerPlugin
+from .security import Security
 from .signatures import check_array
 from .transport import bind_router, connect_dealer, recv_frames, send_msg
 from .worker_state import Ready, WorkerState
@@ -80,14 +81,16 @@ def _internal(exc: Exception) -> InteropError:
 class _Heartbeat(threading.Thread):
     """Sends HEARTBEAT on its own socket; flags when the coordinator no longer knows us."""
 
-    def __init__(self, ctx: zmq.Context, coordinator: str, name: str, interval: float) -> None:
+    def __init__(self, ctx: zmq.Context, coordinator: str, name: str, interval: float,
+                 security: Security | None) -> None:
         super().__init__(name="interop-heartbeat", daemon=True)
         self.ctx, self.coordinator, self.worker, self.interval = ctx, coordinator, name, interval
+        self.security = security
         self.stop_event = threading.Event()
         self.unknown_to_coordinator = threading.Event()
 
     def run(self) -> None:
-        sock = connect_dealer(self.ctx, self.coordinator)
+        sock = connect_dealer(self.ctx, self.coordinator, security=self.security)
         try:
             while not self.stop_event.is_set():
                 send_msg(sock, HeartbeatMsg(v=PROTOCOL_VERSION, id=new_id(), name=self.worker,
@@ -111,15 +114,19 @@ class WorkerHost:
                  bind: str = "tcp://127.0.0.1:0", device: str = "cpu",
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 reload: Any = None) -> None:
+                 reload: Any = None, security: Security | None = None) -> None:
         self.name, self.plugin, self.plugin_name = name, plugin, plugin_name
         self.coordinator_address, self.device = coordinator, device
         self.heartbeat_s, self.max_bytes = heartbeat_s, max_message_bytes
         self._reload = reload  # () -> WorkerPlugin, for CONTROL load
         self.ctx = zmq.Context.instance()
-        self.inbox, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes)
-        self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes)
+        self.security = security
+        self.inbox, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
+                                                security=security)
+        self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes,
+                                    security=security)
         self.peers: dict[str, zmq.Socket] = {}
+        self.peer_keys: dict[str, str | None] = {}  # endpoint -> CURVE key, from plans
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
         self.poller.register(self.coord, zmq.POLLIN)
@@ -129,7 +136,7 @@ class WorkerHost:
         self.paused = False
         self.held: deque[Ready] = deque()
         self.running = True
-        self.heartbeat = _Heartbeat(self.ctx, coordinator, name, heartbeat_s)
+        self.heartbeat = _Heartbeat(self.ctx, coordinator, name, heartbeat_s, security)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -139,6 +146,7 @@ class WorkerHost:
         while True:
             msg = RegisterMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, name=self.name,
                               plugin=self.plugin_name, device=self.device, endpoint=self.endpoint,
+                              public_key=self.security.public_text if self.security else None,
                               functions=list(self.functions.values()), pid=os.getpid(),
                               info={"python": sys.executable,
                                     "python_version": platform.python_version()})
@@ -324,8 +332,9 @@ class WorkerHost:
     def _peer(self, endpoint: str) -> zmq.Socket:
         sock = self.peers.get(endpoint)
         if sock is None:
-            sock = self.peers[endpoint] = connect_dealer(self.ctx, endpoint,
-                                                         max_message_bytes=self.max_bytes)
+            sock = self.peers[endpoint] = connect_dealer(
+                self.ctx, endpoint, max_message_bytes=self.max_bytes, security=self.security,
+                server_key=self.peer_keys.get(endpoint))
             self.poller.register(sock, zmq.POLLIN)
         return sock
 
@@ -349,6 +358,12 @@ class WorkerHost:
         elif action == "plan":
             plan = WorkerPlan.model_validate(msg.args.get("plan", {}))
             self.state.install(plan)
+            for node in plan.nodes:
+                for routes in node.routes.values():
+                    for route in routes:
+                        if self.peer_keys.get(route.endpoint, route.public_key) != route.public_key:
+                            self.peers.pop(route.endpoint).close(0)  # the peer's key changed
+                        self.peer_keys[route.endpoint] = route.public_key
             self._ok(sock, peer, msg, {"graph": plan.graph, "version": plan.version})
         elif action == "cancel":
             if msg.run:

@@ -1,0 +1,125 @@
+"""CURVE authentication and encryption for every socket (ZeroMQ's ``zmq.auth``).
+
+Each process has its own key pair. A process that binds (the coordinator, each
+worker's inbox) is a CURVE server and lets in only the client keys found in an
+allow-list directory (``*.key`` public certificates). A process that connects pins
+the server's public key: the coordinator's from a file, a peer worker's from the
+coordinator's registry, which every worker announced when it registered.
+
+Plain text is allowed only on loopback and ipc/inproc; binding any other address
+without keys is refused unless explicitly made insecure.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+ZAP_DOMAIN = "interop"
+
+
+@dataclass(frozen=True)
+class Security:
+    """One process's CURVE identity and trust."""
+
+    public_key: bytes  # Z85, 40 bytes
+    secret_key: bytes
+    authorized_dir: str | None = None  # public keys allowed to connect to our binds; None: any
+    server_key: bytes | None = None  # the coordinator's public key, for connecting to it
+
+    @classmethod
+    def from_files(cls, key_file: str | Path, authorized_dir: str | Path | None = None,
+                   coordinator_key: str | Path | None = None) -> Security:
+        public, secret = zmq.auth.load_certificate(str(key_file))
+        if secret is None:
+            raise ValueError(f"{key_file} holds no secret key (use the .key_secret file)")
+        server = zmq.auth.load_certificate(str(coordinator_key))[0] if coordinator_key else None
+        return cls(public, secret, str(authorized_dir) if authorized_dir else None, server)
+
+    @property
+    def public_text(self) -> str:
+        return self.public_key.decode("ascii")
+
+
+def generate_keys(directory: str | Path, name: str, *, authorize: bool = True) -> tuple[Path, Path]:
+    """Write NAME.key (public) and NAME.key_secret; copy the public key into
+    DIRECTORY/authorized/ when ``authorize`` (the cluster's allow-list)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(d), name)
+    Path(secret).chmod(0o600)
+    if authorize:
+        (d / "authorized").mkdir(exist_ok=True)
+        shutil.copy(public, d / "authorized" / Path(public).name)
+    return Path(public), Path(secret)
+
+
+def is_loopback(address: str) -> bool:
+    """True for ipc://, inproc:// and tcp:// on a loopback host."""
+    scheme, _, rest = address.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # an interface name or a hostname: treat as reachable from outside
+
+
+def check_bind_allowed(address: str, security: Security | None, insecure: bool) -> None:
+    if security is None and not insecure and not is_loopback(address):
+        raise ValueError(f"refusing to bind {address} without CURVE keys: pass --key/--authorized "
+                         f"(see `interop keys generate`), or --insecure to accept plain text")
+
+
+_auth_lock = threading.Lock()
+_authenticators: dict[int, ThreadAuthenticator] = {}
+
+
+def _ensure_authenticator(ctx: zmq.Context, security: Security) -> None:
+    """One ZAP handler per context, applying the allow-list to every CURVE server socket."""
+    with _auth_lock:
+        if id(ctx) in _authenticators:
+            return
+        auth = ThreadAuthenticator(ctx)
+        auth.start()
+        location = security.authorized_dir or zmq.auth.CURVE_ALLOW_ANY
+        auth.configure_curve(domain=ZAP_DOMAIN, location=location)
+        _authenticators[id(ctx)] = auth
+
+
+def secure_server(ctx: zmq.Context, sock: zmq.Socket, security: Security | None) -> None:
+    if security is None:
+        return
+    _ensure_authenticator(ctx, security)
+    sock.setsockopt(zmq.ZAP_DOMAIN, ZAP_DOMAIN.encode())
+    sock.curve_secretkey = security.secret_key
+    sock.curve_publickey = security.public_key
+    sock.curve_server = True
+
+
+def secure_client(sock: zmq.Socket, security: Security | None, server_key: bytes | str | None
+                  ) -> None:
+    if security is None:
+        return
+    if not server_key:
+        raise ValueError("a CURVE connection needs the server's public key")
+    sock.curve_secretkey = security.secret_key
+    sock.curve_publickey = security.public_key
+    sock.curve_serverkey = server_key.encode() if isinstance(server_key, str) else server_key
+
+
+def stop_authenticators() -> None:
+    with _auth_lock:
+        for auth in _authenticators.values():
+            auth.stop()
+        _authenticators.clear()

@@ -1,0 +1,65 @@
+"""CURVE on every socket: authenticated and encrypted, with an allow-list."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import zmq
+
+from interop_runtime import Client, Graph, TimeoutError_
+from interop_runtime.security import Security, generate_keys, is_loopback
+from interop_runtime.testing import numpy_worker
+
+
+def test_cluster_runs_over_curve_and_rejects_strangers(start_cluster, tmp_path) -> None:
+    cluster = start_cluster(numpy_worker("w1", "scale"), numpy_worker("w2", "add_const"),
+                            curve=True)
+    g = Graph("secure").node("a", "w1", "scale").node("b", "w2", "add_const")
+    g.edge("a.y", "b.x").input("x", "a.x").output("y", "b.y")
+    with cluster.client() as c:  # the cluster's own client key, on the allow-list
+        out = c.run(g, {"x": np.ones(2, np.float32)})
+        np.testing.assert_array_equal(out["y"], np.full(2, 3, np.float32))
+        assert all(w["alive"] for w in c.workers())
+
+    # a peer with a valid key pair that is not on the allow-list
+    public, secret = generate_keys(tmp_path / "stranger", "stranger", authorize=False)
+    stranger = Security.from_files(secret, None, cluster.keys_dir / "coordinator.key")
+    with Client(cluster.address, security=stranger, timeout_s=2) as c, \
+            pytest.raises(TimeoutError_):
+        c.status()
+    # a peer with no key at all (plain text)
+    with Client(cluster.address, timeout_s=2) as c, pytest.raises(TimeoutError_):
+        c.status()
+    # a peer that pins the wrong server key
+    other_pub, _ = generate_keys(tmp_path / "other", "other", authorize=False)
+    wrong = Security.from_files(cluster.keys_dir / "client.key_secret", None, other_pub)
+    with Client(cluster.address, security=wrong, timeout_s=2) as c, pytest.raises(TimeoutError_):
+        c.status()
+    # and the cluster still serves its own clients
+    with cluster.client() as c:
+        assert c.status()["workers_alive"] == 2
+
+
+def test_worker_inbox_rejects_plain_text(start_cluster) -> None:
+    cluster = start_cluster(numpy_worker("w1", "identity"), curve=True)
+    with cluster.client() as c:
+        endpoint = c.workers()[0]["endpoint"]
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    sock.send(b"\x81\xa1v\x01")
+    assert sock.poll(1500) == 0  # no handshake, no reply, nothing processed
+    sock.close(0)
+
+
+def test_plain_text_refused_off_loopback() -> None:
+    assert is_loopback("tcp://127.0.0.1:5555") and is_loopback("ipc:///tmp/x")
+    assert not is_loopback("tcp://0.0.0.0:5555") and not is_loopback("tcp://10.1.2.3:1")
+    proc = subprocess.run([sys.executable, "-m", "interop_runtime", "coordinator", "start",
+                           "--bind", "tcp://0.0.0.0:0", "--state", ":memory:"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "refusing to bind" in proc.stdout + proc.stderr
