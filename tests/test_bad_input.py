@@ -81,7 +81,7 @@ BAD_INPUTS = {
     "tensor bytes disagree with dtype x shape": (
         [data_frames()[0], b"\x00" * 15], ErrorCode.BAD_TENSOR),
     "unknown dtype": (data_frames(tensors=[{"name": "x", "dtype": "float8", "shape": [4],
-                                            "frame": 1}]), ErrorCode.BAD_HEADER),
+                                            "frame": 1}]), ErrorCode.BAD_TENSOR),
     "over the size limit": ([header(kind="query", what="status"), b"\x00" * (LIMIT + 1)],
                             ErrorCode.TOO_LARGE),
 }
