@@ -113,6 +113,9 @@ def worker_start(
     name: Annotated[str | None, typer.Option(help="Worker name (default: plugin-pid).")] = None,
     bind: Annotated[str, typer.Option(help="Address for this worker's inbox.")] =
         "tcp://127.0.0.1:0",
+    advertise: Annotated[str | None, typer.Option(
+        help="Endpoint peers should dial (e.g. tcp://10.0.0.5:7000) when --bind is a wildcard "
+             "such as tcp://0.0.0.0:7000.")] = None,
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     heartbeat: Annotated[float, typer.Option(help="Heartbeat interval (s).")] = 1.0,
     max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
@@ -148,7 +151,8 @@ def worker_start(
         raise typer.Exit(2) from None
     host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator, bind=bind,
                       device=device, heartbeat_s=heartbeat, max_message_bytes=max_message_bytes,
-                      reload=lambda: create_plugin(plugin, cfg, device), security=security)
+                      reload=lambda: create_plugin(plugin, cfg, device), security=security,
+                      advertise=advertise)
     host.serve_forever()
 
 

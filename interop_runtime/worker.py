@@ -114,15 +114,18 @@ class WorkerHost:
                  bind: str = "tcp://127.0.0.1:0", device: str = "cpu",
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                 reload: Any = None, security: Security | None = None) -> None:
+                 reload: Any = None, security: Security | None = None,
+                 advertise: str | None = None) -> None:
         self.name, self.plugin, self.plugin_name = name, plugin, plugin_name
         self.coordinator_address, self.device = coordinator, device
         self.heartbeat_s, self.max_bytes = heartbeat_s, max_message_bytes
         self._reload = reload  # () -> WorkerPlugin, for CONTROL load
         self.ctx = zmq.Context.instance()
         self.security = security
-        self.inbox, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
-                                                security=security)
+        self.inbox, bound = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
+                                        security=security)
+        # what peers dial: the bound endpoint, unless it is a wildcard they cannot reach
+        self.endpoint = advertise or bound
         self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes,
                                     security=security)
         self.peers: dict[str, zmq.Socket] = {}
