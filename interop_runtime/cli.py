@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -72,9 +71,13 @@ CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="Coordinator 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+LogFormatOpt = Annotated[str, typer.Option("--log-format", help="text or json (one object a line).")]
+
+
+def _logging(level: str, fmt: str = "text", component: str | None = None) -> None:
+    from .logs import setup_logging
+
+    setup_logging(level, fmt, component)
 
 
 @coordinator_app.command("start")
@@ -90,15 +93,21 @@ def coordinator_start(
     key: KeyOpt = None,
     authorized: AuthOpt = None,
     insecure: InsecureOpt = False,
+    metrics_port: Annotated[int | None, typer.Option(help="Serve Prometheus metrics on this "
+                                                          "port (0: any free port).")] = None,
+    metrics_addr: Annotated[str, typer.Option(help="Address for the metrics server.")] =
+        "127.0.0.1",
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Run the coordinator in the foreground (SIGTERM stops it cleanly)."""
     from .coordinator import Coordinator
 
-    _logging(log_level)
+    _logging(log_level, log_format, "coordinator")
     try:
         coordinator = Coordinator(bind, state_path=state, heartbeat_s=heartbeat,
                                   dead_after_s=dead_after, max_message_bytes=max_message_bytes,
-                                  security=_security(key, authorized), insecure=insecure)
+                                  security=_security(key, authorized), insecure=insecure,
+                                  metrics_port=metrics_port, metrics_addr=metrics_addr)
     except ValueError as exc:
         console.print(f"[red]cannot start coordinator:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -124,6 +133,7 @@ def worker_start(
     authorized: AuthOpt = None,
     coordinator_key: CoordKeyOpt = None,
     insecure: InsecureOpt = False,
+    log_format: LogFormatOpt = "text",
 ) -> None:
     """Start a worker: load the model, register with the coordinator, serve."""
     import os
@@ -132,7 +142,7 @@ def worker_start(
     from .security import check_bind_allowed
     from .worker import WorkerHost
 
-    _logging(log_level)
+    _logging(log_level, log_format, f"worker:{name or plugin}")
     security = _security(key, authorized, coordinator_key)
     try:
         check_bind_allowed(bind, security, insecure)
@@ -180,18 +190,57 @@ def workers(coordinator: CoordOpt = DEFAULT_ADDRESS, key: KeyOpt = None,
     console.print(table)
 
 
+def _status_view(c: Any) -> Any:
+    from rich.console import Group
+
+    body = c.status()
+    workers = Table("worker", "plugin", "device", "alive", "last heartbeat", "functions",
+                    title="workers")
+    for w in c.workers():
+        workers.add_row(w["name"], w["plugin"], w["device"],
+                        "[green]yes[/green]" if w["alive"] else "[red]no[/red]",
+                        f"{w['last_seen_s']:.1f}s ago", str(len(w["functions"])))
+    runs = Table("run", "graph", "outstanding nodes", title="runs in flight")
+    for r in c.runs()["active"][:20]:
+        runs.add_row(r["run"], r["graph"], ", ".join(f"{n}@{w}" for n, w in r["outstanding"].items()))
+    counters = " · ".join(f"{k}: {v}" for k, v in body.items())
+    return Group(counters, workers, runs)
+
+
 @app.command()
 def status(coordinator: CoordOpt = DEFAULT_ADDRESS,
-           json_out: Annotated[bool, typer.Option("--json")] = False, key: KeyOpt = None,
-           coordinator_key: CoordKeyOpt = None) -> None:
-    """The coordinator's counters."""
+           json_out: Annotated[bool, typer.Option("--json", help="Counters as JSON.")] = False,
+           watch: Annotated[bool, typer.Option("--watch", "-w", help="Live view.")] = False,
+           key: KeyOpt = None, coordinator_key: CoordKeyOpt = None) -> None:
+    """Workers, runs in flight and counters; --watch keeps the table live."""
+    from rich.live import Live
+
     with _client(coordinator, key, coordinator_key, 5) as c:
-        body = c.status()
-    if json_out:
-        print(json.dumps(body))
-    else:
-        for k, v in body.items():
-            console.print(f"{k:>15}: {v}")
+        if json_out:
+            print(json.dumps({**c.status(), "workers": c.workers()}))
+        elif watch:
+            with Live(_status_view(c), console=console, refresh_per_second=2) as live:
+                try:
+                    while True:
+                        time.sleep(1)
+                        live.update(_status_view(c))
+                except KeyboardInterrupt:
+                    pass
+        else:
+            console.print(_status_view(c))
+
+
+@app.command()
+def graph(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (or a bare graph YAML).")],
+          fmt: Annotated[str, typer.Option("--format", "-f", help="mermaid or dot.")] = "mermaid"
+          ) -> None:
+    """Render a pipeline's graph as Mermaid or Graphviz DOT."""
+    from .graph import GraphSpec
+    from .render import to_dot, to_mermaid
+
+    raw = yaml.safe_load(pipeline.read_text())
+    spec = GraphSpec.model_validate(raw.get("graph", raw))
+    print(to_dot(spec) if fmt == "dot" else to_mermaid(spec), end="")
 
 
 def print_result(result: Any, *, max_values: int = 6) -> None:

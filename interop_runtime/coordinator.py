@@ -12,6 +12,7 @@ import zmq
 from .codec import DEFAULT_MAX_MESSAGE_BYTES, decode
 from .coordinator_state import CoordinatorState, Send
 from .errors import InteropError
+from .metrics import CoordinatorMetrics
 from .security import Security, check_bind_allowed
 from .store import Store
 from .transport import bind_router, recv_frames, send_msg
@@ -24,14 +25,18 @@ class Coordinator:
                  heartbeat_s: float = 1.0, dead_after_s: float | None = None,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  run_timeout_s: float = 300.0, security: Security | None = None,
-                 insecure: bool = False) -> None:
+                 insecure: bool = False, metrics_port: int | None = None,
+                 metrics_addr: str = "127.0.0.1") -> None:
         check_bind_allowed(bind, security, insecure)
         self.ctx = zmq.Context.instance()
         self.max_bytes = max_message_bytes
         self.sock, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
                                                mandatory=True, security=security)
         self.store = Store(state_path)
-        self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s,
+        self.metrics = CoordinatorMetrics()
+        self.metrics_port = (self.metrics.serve(metrics_port, metrics_addr)
+                             if metrics_port is not None else None)
+        self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s, metrics=self.metrics,
                                       dead_after_s=dead_after_s,
                                       default_run_timeout_s=run_timeout_s)
         self.tick_s = min(0.1, heartbeat_s / 4)
@@ -39,6 +44,8 @@ class Coordinator:
 
     def serve_forever(self) -> None:
         log.info("coordinator listening on %s (state: %s)", self.endpoint, self.store.path)
+        if self.metrics_port is not None:
+            log.info("metrics at http://%s:%d/metrics", "127.0.0.1", self.metrics_port)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         try:

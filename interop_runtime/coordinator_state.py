@@ -31,6 +31,7 @@ from .errors import (
     make_error,
 )
 from .graph import CompiledGraph, GraphSpec, compile_graph, validate
+from .metrics import CoordinatorMetrics
 from .messages import (
     PROTOCOL_VERSION,
     ControlMsg,
@@ -126,8 +127,10 @@ def error_reply(exc: InteropError, reply_to: str | None, run: str | None = None)
 class CoordinatorState:
     def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
                  dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
-                 request_timeout_s: float = 30.0) -> None:
+                 request_timeout_s: float = 30.0,
+                 metrics: CoordinatorMetrics | None = None) -> None:
         self.store = store or Store()
+        self.metrics = metrics or CoordinatorMetrics()
         self.heartbeat_s = heartbeat_s
         self.dead_after_s = dead_after_s if dead_after_s is not None else 3 * heartbeat_s
         self.default_run_timeout_s = default_run_timeout_s
@@ -149,6 +152,7 @@ class CoordinatorState:
     def handle(self, peer: bytes, env: Envelope, now: float | None = None) -> list[Send]:
         now = time.monotonic() if now is None else now
         msg = env.msg
+        self.metrics.messages.labels(msg.kind).inc()
         try:
             handler = self._HANDLERS.get(type(msg))
             if handler is None:
@@ -159,6 +163,7 @@ class CoordinatorState:
             return [Send(peer, error_reply(exc, msg.id, getattr(msg, "run", None)))]
 
     def bad_message(self, peer: bytes, exc: InteropError) -> list[Send]:
+        self.metrics.bad_messages.labels(exc.code.value).inc()
         return [Send(peer, error_reply(exc, None))]
 
     def tick(self, now: float | None = None) -> list[Send]:
@@ -197,6 +202,7 @@ class CoordinatorState:
             name=msg.name, identity=peer, endpoint=msg.endpoint, plugin=msg.plugin,
             device=msg.device, functions={f.name: f for f in msg.functions}, pid=msg.pid,
             last_seen=now, info=msg.info, public_key=msg.public_key)
+        self.metrics.worker_alive.labels(msg.name, msg.plugin, msg.device).set(1)
         log.info("worker %s registered (%s on %s, %d functions) at %s", msg.name, msg.plugin,
                  msg.device, len(msg.functions), msg.endpoint)
         out.append(Send(peer, _reply(msg, {"name": msg.name})))
@@ -220,6 +226,7 @@ class CoordinatorState:
 
     def _worker_lost(self, w: WorkerRecord, why: str) -> list[Send]:
         w.alive = False
+        self.metrics.worker_alive.labels(w.name, w.plugin, w.device).set(0)
         log.warning("worker %s lost: %s", w.name, why)
         out: list[Send] = []
         for run in list(self.runs_by_worker.pop(w.name, ())):
@@ -349,6 +356,8 @@ class CoordinatorState:
                         deadline=now + timeout, detach=msg.detach,
                         outstanding={n: s.worker for n, s in spec.nodes.items()}, workers=workers)
         self.runs[msg.run] = rec
+        self.metrics.runs_active.inc()
+        self.metrics.bytes.labels("client_to_workers").inc(sum(a.nbytes for a in arrays.values()))
         for wname in workers:
             self.runs_by_worker[wname].add(msg.run)
         self.store.run_started(msg.run, msg.graph, time.time())
@@ -379,6 +388,8 @@ class CoordinatorState:
                 node=msg.node, worker=worker))
         worker = rec.outstanding.pop(msg.node)
         rec.outputs.update(arrays)
+        self.metrics.node_compute.labels(rec.graph, msg.node, worker).observe(msg.compute_us / 1e6)
+        self.metrics.bytes.labels("worker_to_worker").inc(msg.bytes_out)
         rec.timings[msg.node] = {"worker": worker, "compute_us": msg.compute_us,
                                  "wait_us": msg.wait_us, "bytes_out": msg.bytes_out,
                                  "done_us": int((now - rec.started) * 1e6)}
@@ -387,13 +398,18 @@ class CoordinatorState:
         return self._finish_run(rec, now)
 
     def _forget_run(self, rec: RunRecord) -> None:
-        self.runs.pop(rec.run, None)
+        if self.runs.pop(rec.run, None) is not None:
+            self.metrics.runs_active.dec()
         for w in rec.workers:
             self.runs_by_worker.get(w, set()).discard(rec.run)
 
     def _finish_run(self, rec: RunRecord, now: float) -> list[Send]:
         self._forget_run(rec)
         self.finished_ok += 1
+        self.metrics.runs.labels(rec.graph, "ok").inc()
+        self.metrics.run_latency.labels(rec.graph).observe(now - rec.started)
+        self.metrics.bytes.labels("workers_to_client").inc(
+            sum(a.nbytes for a in rec.outputs.values()))
         body = {"run": rec.run, "graph": rec.graph, "elapsed_us": int((now - rec.started) * 1e6),
                 "timings": rec.timings}
         self.store.run_finished(rec.run, "done", timings=rec.timings)
@@ -407,6 +423,7 @@ class CoordinatorState:
     def _fail_run(self, rec: RunRecord, exc: InteropError) -> list[Send]:
         self._forget_run(rec)
         self.finished_failed += 1
+        self.metrics.runs.labels(rec.graph, exc.code.value).inc()
         log.warning("run %s failed: %s", rec.run, exc)
         self.store.run_finished(rec.run, "failed" if not isinstance(exc, CancelledError_)
                                 else "cancelled", error={"code": exc.code.value,

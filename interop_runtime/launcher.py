@@ -39,6 +39,8 @@ class CoordinatorSpec(BaseModel):
     state: str = ":memory:"
     max_message_bytes: int | None = None
     curve: bool = False  # generate CURVE keys for every process and require them
+    metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT
+    log_format: str = "text"
 
 
 class WorkerSpec(BaseModel):
@@ -125,6 +127,9 @@ class LocalCluster:
         if c.max_message_bytes:
             args += ["--max-message-bytes", str(c.max_message_bytes)]
         args += self._key_args("coordinator", server=True)
+        if c.metrics_port is not None:
+            args += ["--metrics-port", str(c.metrics_port)]
+        args += ["--log-format", c.log_format]
         self.coordinator = self._spawn(args, "coordinator")
 
     def start_worker(self, w: WorkerSpec) -> subprocess.Popen[bytes]:
@@ -133,7 +138,8 @@ class LocalCluster:
         heartbeat = w.heartbeat_s or self.spec.coordinator.heartbeat_s
         args = [*_cli(w.python), "worker", "start", "--plugin", w.plugin, "--config", str(config),
                 "--coordinator", self.address, "--name", w.name, "--device", w.device,
-                "--heartbeat", str(heartbeat), *self._key_args(w.name)]
+                "--heartbeat", str(heartbeat), "--log-format", self.spec.coordinator.log_format,
+                *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc
         return proc
