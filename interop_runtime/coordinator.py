@@ -91,7 +91,7 @@ class Coordinator:
                 send_msg(self.sock, s.msg, s.arrays, peer=s.peer, flags=zmq.NOBLOCK)
             except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
                 log.warning("could not deliver %s to %s: %s", s.msg.kind, s.peer.hex(), exc)
-                self.state.undeliverable(s)
+                self._carry_out(self.state.undeliverable(s))
 
 
 def run_coordinator(**kwargs: Any) -> None:

@@ -101,6 +101,14 @@ class RunRecord:
     workers: set[str]
     outputs: dict[str, np.ndarray] = field(default_factory=dict)
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # kept for retries
+    attempt: int = 0
+    waiting_for: str | None = None  # a lost worker this run waits for, to retry
+
+    @property
+    def wire_run(self) -> str:
+        """The run id on the wire for this attempt: workers drop a cancelled id for good."""
+        return self.run if self.attempt == 0 else f"{self.run}~{self.attempt}"
 
 
 @dataclass
@@ -128,7 +136,8 @@ class CoordinatorState:
     def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
                  dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
                  request_timeout_s: float = 30.0,
-                 metrics: CoordinatorMetrics | None = None) -> None:
+                 metrics: CoordinatorMetrics | None = None,
+                 max_runs_in_flight: int = 10_000) -> None:
         self.store = store or Store()
         self.metrics = metrics or CoordinatorMetrics()
         self.heartbeat_s = heartbeat_s
@@ -139,6 +148,8 @@ class CoordinatorState:
         self.graphs: dict[str, CompiledGraph] = {}
         self.graph_specs: dict[str, tuple[int, GraphSpec]] = {}
         self.runs: dict[str, RunRecord] = {}
+        self.wire_runs: dict[str, str] = {}  # retry attempt id -> run id
+        self.max_runs_in_flight = max_runs_in_flight
         self.runs_by_worker: dict[str, set[str]] = defaultdict(set)
         self.ops: dict[str, PendingOp] = {}  # id of the message we sent -> op
         self.finished_ok = 0
@@ -174,6 +185,11 @@ class CoordinatorState:
             if w.alive and now - w.last_seen > self.dead_after_s:
                 out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s")
         for rec in [r for r in self.runs.values() if now > r.deadline]:
+            if rec.waiting_for:
+                out += self._fail_run(rec, WorkerLostError(
+                    f"run {rec.run} passed its deadline waiting for lost worker "
+                    f"{rec.waiting_for!r} to come back for a retry", worker=rec.waiting_for))
+                continue
             nodes = ", ".join(f"{n} on {w}" for n, w in rec.outstanding.items())
             out += self._fail_run(rec, TimeoutError_(
                 f"run {rec.run} passed its deadline with nodes outstanding: {nodes}",
@@ -186,10 +202,18 @@ class CoordinatorState:
                 op.client_msg)))
         return out
 
-    def undeliverable(self, send: Send) -> None:
-        """A run's final reply could not reach its client: keep the result to collect."""
+    def undeliverable(self, send: Send) -> list[Send]:
+        """A message could not be queued. A run's final reply: keep the result to collect.
+        A run's inputs for a worker whose queue is full: fail the run (never a silent drop)."""
         if send.run and isinstance(send.msg, ReplyMsg):
             self.store.save_result(send.run, send.arrays or {})
+        elif isinstance(send.msg, DataMsg):
+            rec = self.runs.get(self.wire_runs.get(send.msg.run, send.msg.run))
+            if rec is not None:
+                return self._fail_run(rec, BusyError(
+                    f"worker {send.msg.dst!r} is not keeping up (its queue is full); run "
+                    f"{rec.run} was not started", worker=send.msg.dst, node=send.msg.node))
+        return []
 
     # --- workers ------------------------------------------------------------------------------
 
@@ -207,6 +231,7 @@ class CoordinatorState:
                  msg.device, len(msg.functions), msg.endpoint)
         out.append(Send(peer, _reply(msg, {"name": msg.name})))
         out += self._reinstall_plans_for(msg.name, now)
+        out += self._resume_waiting_runs(msg.name)
         return out
 
     def _on_heartbeat(self, peer: bytes, msg: HeartbeatMsg, arrays: Any, now: float) -> list[Send]:
@@ -236,9 +261,7 @@ class CoordinatorState:
             nodes = [n for n, wk in rec.outstanding.items() if wk == w.name]
             if not nodes:
                 continue
-            out += self._fail_run(rec, WorkerLostError(
-                f"worker {w.name!r} was lost ({why}) while node(s) {', '.join(nodes)} of run "
-                f"{run} were outstanding", worker=w.name, node=nodes[0]))
+            out += self._retry_or_fail(rec, w, nodes, why)
         for op_id in [k for k, op in self.ops.items() if op.forwarded_to == w.name]:
             op = self.ops.pop(op_id)
             out.append(Send(op.client, error_reply(
@@ -335,6 +358,9 @@ class CoordinatorState:
             raise UnknownTargetError(f"no graph named {msg.graph!r} is registered", field="graph")
         if msg.run in self.runs:
             raise BadHeaderError(f"run id {msg.run!r} is already in flight", field="run")
+        if len(self.runs) >= self.max_runs_in_flight:
+            raise BusyError(f"{len(self.runs)} runs are in flight, the most this coordinator "
+                            f"takes; retry later")
         spec = compiled.spec
         for name in arrays:
             if name not in compiled.input_routes:
@@ -353,33 +379,68 @@ class CoordinatorState:
                                       worker=wname, node=node)
         timeout = msg.timeout_s if msg.timeout_s is not None else self.default_run_timeout_s
         rec = RunRecord(run=msg.run, graph=msg.graph, client=peer, client_msg=msg.id, started=now,
-                        deadline=now + timeout, detach=msg.detach,
-                        outstanding={n: s.worker for n, s in spec.nodes.items()}, workers=workers)
+                        deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers)
+        if any(n.retries for n in spec.nodes.values()):
+            rec.inputs = dict(arrays)
         self.runs[msg.run] = rec
         self.metrics.runs_active.inc()
         self.metrics.bytes.labels("client_to_workers").inc(sum(a.nbytes for a in arrays.values()))
-        for wname in workers:
-            self.runs_by_worker[wname].add(msg.run)
         self.store.run_started(msg.run, msg.graph, time.time())
+        out = self._dispatch(rec, compiled, arrays)
+        if msg.detach:
+            out.append(Send(peer, _reply(msg, {"run": msg.run, "state": "running"})))
+        return out
+
+    def _dispatch(self, rec: RunRecord, compiled: CompiledGraph, arrays: dict[str, np.ndarray]
+                  ) -> list[Send]:
+        """Send a run's inputs (and empty triggers for source nodes) to their workers."""
+        spec = compiled.spec
+        rec.outstanding = {n: s.worker for n, s in spec.nodes.items()}
+        for wname in rec.workers:
+            self.runs_by_worker[wname].add(rec.run)
         batches: dict[tuple[str, str], dict[str, np.ndarray]] = defaultdict(dict)
         for gin, routes in compiled.input_routes.items():
             for worker, node, inp in routes:
                 batches[(worker, node)][inp] = arrays[gin]
         for node in compiled.source_nodes:
             batches[(spec.nodes[node].worker, node)]  # noqa: B018 - an empty trigger
-        out = [Send(self.workers[w].identity,
-                    DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=w, graph=msg.graph,
-                            run=msg.run, node=node), tensors)
-               for (w, node), tensors in batches.items()]
-        if msg.detach:
-            out.append(Send(peer, _reply(msg, {"run": msg.run, "state": "running"})))
+        return [Send(self.workers[w].identity,
+                     DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=w, graph=rec.graph,
+                             run=rec.wire_run, node=node), tensors)
+                for (w, node), tensors in batches.items()]
+
+    def _retry_or_fail(self, rec: RunRecord, w: WorkerRecord, nodes: list[str], why: str
+                       ) -> list[Send]:
+        spec = self.graph_specs[rec.graph][1]
+        if all(spec.nodes[n].retries > rec.attempt for n in nodes):
+            log.warning("run %s: worker %s lost with idempotent node(s) %s outstanding; will "
+                        "retry (attempt %d) when it is back", rec.run, w.name, ", ".join(nodes),
+                        rec.attempt + 1)
+            out = self._cancel_on_workers(rec)
+            self.wire_runs.pop(rec.wire_run, None)
+            rec.attempt += 1
+            self.wire_runs[rec.wire_run] = rec.run
+            rec.waiting_for, rec.outstanding, rec.outputs, rec.timings = w.name, {}, {}, {}
+            return out
+        return self._fail_run(rec, WorkerLostError(
+            f"worker {w.name!r} was lost ({why}) while node(s) {', '.join(nodes)} of run "
+            f"{rec.run} were outstanding", worker=w.name, node=nodes[0]))
+
+    def _resume_waiting_runs(self, worker: str) -> list[Send]:
+        out: list[Send] = []
+        for rec in [r for r in self.runs.values() if r.waiting_for == worker]:
+            compiled = self.graphs.get(rec.graph)
+            if compiled is None:
+                continue  # other workers still missing; the next registration tries again
+            rec.waiting_for = None
+            out += self._dispatch(rec, compiled, rec.inputs)
         return out
 
     def _on_done(self, peer: bytes, msg: DoneMsg, arrays: dict[str, np.ndarray], now: float
                  ) -> list[Send]:
-        rec = self.runs.get(msg.run)
-        if rec is None or msg.node not in rec.outstanding:
-            return []  # a run that already failed or was cancelled
+        rec = self.runs.get(self.wire_runs.get(msg.run, msg.run))
+        if rec is None or msg.run != rec.wire_run or msg.node not in rec.outstanding:
+            return []  # a run that already failed or was cancelled, or an earlier attempt
         if not msg.ok:
             worker = rec.outstanding.get(msg.node)
             return self._fail_run(rec, make_error(
@@ -400,6 +461,7 @@ class CoordinatorState:
     def _forget_run(self, rec: RunRecord) -> None:
         if self.runs.pop(rec.run, None) is not None:
             self.metrics.runs_active.dec()
+        self.wire_runs.pop(rec.wire_run, None)
         for w in rec.workers:
             self.runs_by_worker.get(w, set()).discard(rec.run)
 
@@ -429,12 +491,13 @@ class CoordinatorState:
                                 else "cancelled", error={"code": exc.code.value,
                                                          "message": exc.message, **exc.details()})
         out = [Send(rec.client, error_reply(exc, rec.client_msg, rec.run))] if not rec.detach else []
-        for wname in rec.workers:
-            w = self.workers.get(wname)
-            if w and w.alive:
-                out.append(Send(w.identity, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME,
-                                                       action="cancel", run=rec.run)))
-        return out
+        return out + self._cancel_on_workers(rec)
+
+    def _cancel_on_workers(self, rec: RunRecord) -> list[Send]:
+        """Tell the run's live workers to drop its pending inputs and ignore late data."""
+        return [Send(w.identity, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME,
+                                            action="cancel", run=rec.wire_run))
+                for w in (self.workers.get(n) for n in rec.workers) if w and w.alive]
 
     # --- queries, control, params -------------------------------------------------------------
 

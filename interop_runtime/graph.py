@@ -35,6 +35,10 @@ class NodeSpec(BaseModel):
     worker: str
     function: str
     args: dict[str, Any] = {}
+    # idempotent nodes may be re-run: if their worker is lost mid-run, the coordinator waits
+    # for it to come back (a supervisor restarts it) and runs the whole graph again, up to
+    # this many times, within the run's deadline
+    retries: int = Field(default=0, ge=0, le=10)
 
 
 class EdgeSpec(BaseModel):
@@ -312,8 +316,10 @@ class Graph:
         self._inputs: dict[str, list[str]] = {}
         self._outputs: dict[str, str] = {}
 
-    def node(self, name: str, worker: str, function: str, **args: Any) -> Graph:
-        self._nodes[name] = NodeSpec(worker=worker, function=function, args=args)
+    def node(self, name: str, worker: str, function: str, *, retries: int = 0, **args: Any
+             ) -> Graph:
+        """Add a node; ``args`` go to the function, ``retries`` > 0 marks it idempotent."""
+        self._nodes[name] = NodeSpec(worker=worker, function=function, args=args, retries=retries)
         return self
 
     def edge(self, src: str, dst: str) -> Graph:

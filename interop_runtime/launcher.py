@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,10 +55,21 @@ class WorkerSpec(BaseModel):
     heartbeat_s: float | None = None
 
 
+class SupervisionSpec(BaseModel):
+    """Restart workers that exit, waiting longer after each quick failure."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = False
+    initial_backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+    stable_after_s: float = 60.0  # a worker up this long gets its backoff reset
+
+
 class ClusterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     coordinator: CoordinatorSpec = CoordinatorSpec()
     workers: list[WorkerSpec] = []
+    supervise: SupervisionSpec = SupervisionSpec()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ClusterSpec:
@@ -88,6 +100,9 @@ class LocalCluster:
         self.address = free_tcp_address() if bind.endswith(":0") else bind
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, int] = {}
+        self._stopping = threading.Event()
+        self._supervisor: threading.Thread | None = None
         self.keys_dir = self.log_dir / "keys"
         if spec.coordinator.curve:
             for name in ["coordinator", "client", *(w.name for w in spec.workers)]:
@@ -149,7 +164,36 @@ class LocalCluster:
         for w in self.spec.workers:
             self.start_worker(w)
         self.wait_ready([w.name for w in self.spec.workers])
+        if self.spec.supervise.enabled:
+            self._supervisor = threading.Thread(target=self._supervise, name="interop-supervisor",
+                                                daemon=True)
+            self._supervisor.start()
         return self
+
+    def _supervise(self) -> None:
+        """Restart any worker process that exits, with exponential backoff per worker."""
+        policy = self.spec.supervise
+        backoff = {w.name: policy.initial_backoff_s for w in self.spec.workers}
+        started = {w.name: time.monotonic() for w in self.spec.workers}
+        due: dict[str, float] = {}
+        while not self._stopping.wait(0.1):
+            for w in self.spec.workers:
+                proc = self.workers.get(w.name)
+                if proc is None or proc.poll() is None:
+                    continue
+                now = time.monotonic()
+                if w.name not in due:
+                    if now - started[w.name] > policy.stable_after_s:
+                        backoff[w.name] = policy.initial_backoff_s
+                    due[w.name] = now + backoff[w.name]
+                    backoff[w.name] = min(backoff[w.name] * 2, policy.max_backoff_s)
+                elif now >= due[w.name]:
+                    del due[w.name]
+                    if self._stopping.is_set():
+                        return
+                    self.start_worker(w)
+                    started[w.name] = now
+                    self.restarts[w.name] = self.restarts.get(w.name, 0) + 1
 
     def wait_ready(self, names: list[str], timeout_s: float | None = None) -> None:
         deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
@@ -195,6 +239,9 @@ class LocalCluster:
         return Client(self.address, **kwargs)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._supervisor:
+            self._supervisor.join(timeout=5)
         procs = [*self.workers.values(), *([self.coordinator] if self.coordinator else [])]
         for proc in procs:
             if proc.poll() is None:

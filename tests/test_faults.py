@@ -103,3 +103,35 @@ def test_many_clients_while_a_worker_dies(start_cluster) -> None:
         with pytest.raises(WorkerLostError):
             doomed.result(timeout=10)
     assert results == [True] * 50
+
+
+def test_supervised_worker_is_restarted_and_idempotent_node_retried(start_cluster) -> None:
+    """kill -9 mid-run: the supervisor restarts the worker, and the run of an idempotent
+    node is re-run on the new incarnation instead of failing."""
+    from interop_runtime import ClusterSpec, LocalCluster
+
+    spec = ClusterSpec.model_validate({
+        "coordinator": {"heartbeat_s": 0.3},
+        "supervise": {"enabled": True, "initial_backoff_s": 0.2},
+        "workers": [numpy_worker("flaky", "sleep", "scale")]})
+    g = Graph("retry").node("s", "flaky", "sleep", seconds=1.0, retries=2)
+    g.node("m", "flaky", "scale", factor=2.0, retries=2).edge("s.y", "m.x")
+    g.input("x", "s.x").output("y", "m.y")
+    with LocalCluster(spec) as cluster, cluster.client(timeout_s=60) as c:
+        c.register(g)
+        fut = c.submit("retry", {"x": np.ones(2, np.float32)}, timeout_s=45)
+        time.sleep(0.4)
+        first_pid = cluster.workers["flaky"].pid
+        cluster.kill_worker("flaky")
+        out = fut.result(timeout=50)
+        np.testing.assert_array_equal(out["y"], np.full(2, 2, np.float32))
+        assert cluster.restarts["flaky"] == 1 and cluster.workers["flaky"].pid != first_pid
+        # a non-idempotent node still fails fast with a clear error
+        g2 = Graph("once").node("s", "flaky", "sleep", seconds=3.0).input("x", "s.x")
+        g2.output("y", "s.y")
+        c.register(g2)
+        fut = c.submit("once", {"x": np.ones(1, np.float32)})
+        time.sleep(0.4)
+        cluster.kill_worker("flaky")
+        with pytest.raises(WorkerLostError, match="flaky"):
+            fut.result(timeout=20)
