@@ -29,7 +29,8 @@ def test_soak_no_result_lost_or_duplicated(start_cluster) -> None:
     g.input("x", "a.x").output("y", "c.y")  # y = 2x + (2x + 1) = 4x + 1
     with cluster.client() as c:
         c.register(g)
-    per_client = RUNS // CLIENTS
+    counts = [RUNS // CLIENTS + (k < RUNS % CLIENTS) for k in range(CLIENTS)]
+    starts = [sum(counts[:k]) for k in range(CLIENTS)]
     seen: dict[int, int] = {}
     wrong: list[int] = []
     latencies: list[float] = []
@@ -38,10 +39,10 @@ def test_soak_no_result_lost_or_duplicated(start_cluster) -> None:
 
     def one_client(k: int) -> None:
         with cluster.client(timeout_s=60) as c:
-            for i in range(per_client):
+            for i in range(counts[k]):
                 if time.monotonic() > deadline:
                     return
-                tag = k * per_client + i
+                tag = starts[k] + i
                 t0 = time.perf_counter()
                 y = c.run("soak", {"x": np.full(4, tag, np.float32)})["y"]
                 dt = time.perf_counter() - t0
@@ -59,7 +60,7 @@ def test_soak_no_result_lost_or_duplicated(start_cluster) -> None:
     for t in threads:
         t.join(WALL_LIMIT_S + 60)
     wall = time.perf_counter() - t0
-    total = per_client * CLIENTS
+    total = RUNS
     lat = np.sort(np.array(latencies)) * 1e3
     print(f"\nsoak: {len(latencies)} runs, {CLIENTS} clients, {wall:.1f} s, "
           f"{len(latencies) / wall:.0f} runs/s, p50 {np.percentile(lat, 50):.2f} ms, "
