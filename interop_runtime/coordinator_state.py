@@ -137,7 +137,7 @@ class CoordinatorState:
                  dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
                  request_timeout_s: float = 30.0,
                  metrics: CoordinatorMetrics | None = None,
-                 max_runs_in_flight: int = 10_000) -> None:
+                 max_runs_in_flight: int = 10_000, max_runs_per_client: int = 1_000) -> None:
         self.store = store or Store()
         self.metrics = metrics or CoordinatorMetrics()
         self.heartbeat_s = heartbeat_s
@@ -150,6 +150,8 @@ class CoordinatorState:
         self.runs: dict[str, RunRecord] = {}
         self.wire_runs: dict[str, str] = {}  # retry attempt id -> run id
         self.max_runs_in_flight = max_runs_in_flight
+        self.max_runs_per_client = max_runs_per_client  # per connection: one client can't hog
+        self.runs_by_client: dict[bytes, int] = defaultdict(int)
         self.runs_by_worker: dict[str, set[str]] = defaultdict(set)
         self.ops: dict[str, PendingOp] = {}  # id of the message we sent -> op
         self.finished_ok = 0
@@ -361,6 +363,9 @@ class CoordinatorState:
         if len(self.runs) >= self.max_runs_in_flight:
             raise BusyError(f"{len(self.runs)} runs are in flight, the most this coordinator "
                             f"takes; retry later")
+        if self.runs_by_client[peer] >= self.max_runs_per_client:
+            raise BusyError(f"this connection has {self.runs_by_client[peer]} runs in flight, the "
+                            f"most one connection may have; wait for some to finish")
         spec = compiled.spec
         for name in arrays:
             if name not in compiled.input_routes:
@@ -383,6 +388,7 @@ class CoordinatorState:
         if any(n.retries for n in spec.nodes.values()):
             rec.inputs = dict(arrays)
         self.runs[msg.run] = rec
+        self.runs_by_client[peer] += 1
         self.metrics.runs_active.inc()
         self.metrics.bytes.labels("client_to_workers").inc(sum(a.nbytes for a in arrays.values()))
         self.store.run_started(msg.run, msg.graph, time.time())
@@ -461,6 +467,9 @@ class CoordinatorState:
     def _forget_run(self, rec: RunRecord) -> None:
         if self.runs.pop(rec.run, None) is not None:
             self.metrics.runs_active.dec()
+            self.runs_by_client[rec.client] -= 1
+            if not self.runs_by_client[rec.client]:
+                del self.runs_by_client[rec.client]
         self.wire_runs.pop(rec.wire_run, None)
         for w in rec.workers:
             self.runs_by_worker.get(w, set()).discard(rec.run)

@@ -87,3 +87,19 @@ def test_heartbeat_from_unknown_worker_asks_it_to_register() -> None:
     st = CoordinatorState()
     out = st.handle(b"x", Envelope(HeartbeatMsg(v=V, id="h", name="stranger")), 0.0)
     assert out[0].msg.code == "unknown_target" and out[0].msg.field == "name"
+
+
+def test_per_connection_and_global_limits() -> None:
+    st, _ = setup()
+    st.max_runs_per_client, st.max_runs_in_flight = 2, 3
+    x = {"x": np.ones(1, np.float32)}
+
+    def run(peer: bytes, run_id: str) -> list:
+        return st.handle(peer, Envelope(RunMsg(v=V, id="m" + run_id, graph="chain", run=run_id), x),
+                         1.0)
+    assert isinstance(run(CLIENT, "r1")[0].msg, DataMsg)
+    assert isinstance(run(CLIENT, "r2")[0].msg, DataMsg)
+    refused = run(CLIENT, "r3")[0].msg
+    assert refused.code == "busy" and "this connection" in refused.message
+    assert isinstance(run(b"other", "r4")[0].msg, DataMsg)
+    assert run(b"third", "r5")[0].msg.code == "busy"  # the global limit
