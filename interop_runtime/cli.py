@@ -12,6 +12,7 @@ import numpy as np
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(help="interop-runtime: run models from different frameworks as one system.",
@@ -109,7 +110,7 @@ def coordinator_start(
                                   security=_security(key, authorized), insecure=insecure,
                                   metrics_port=metrics_port, metrics_addr=metrics_addr)
     except ValueError as exc:
-        console.print(f"[red]cannot start coordinator:[/red] {exc}")
+        console.print(f"[red]cannot start coordinator:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     coordinator.serve_forever()
 
@@ -147,17 +148,18 @@ def worker_start(
     try:
         check_bind_allowed(bind, security, insecure)
     except ValueError as exc:
-        console.print(f"[red]cannot start worker:[/red] {exc}")
+        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     cfg: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
     cfg = cfg or {}
     try:
         loaded = create_plugin(plugin, cfg, device)
     except PluginUnavailable as exc:
-        console.print(f"[red]cannot start worker:[/red] {exc}")
+        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(3) from None
     except Exception as exc:  # a bad config or device: say so, do not trace back
-        console.print(f"[red]cannot start worker:[/red] {type(exc).__name__}: {exc}")
+        console.print(f"[red]cannot start worker:[/red] {type(exc).__name__}: "
+                      f"{escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator, bind=bind,
                       device=device, heartbeat_s=heartbeat, max_message_bytes=max_message_bytes,
