@@ -142,6 +142,16 @@ def decode(frames: Sequence[Frame], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTE
     return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames), nbytes=total)
 
 
+def is_error_message(frames: Sequence[Frame]) -> bool:
+    """Whether an undecodable message claims to be an ERROR: never answer one with
+    another, or two peers that disagree (say, on the version) would bounce errors forever."""
+    try:
+        raw = msgpack.unpackb(memoryview(frames[0]), raw=False) if frames else None
+    except Exception:  # garbage is not an error message
+        return False
+    return isinstance(raw, dict) and raw.get("kind") == "error"
+
+
 def _is_tensor_dtype(loc: tuple[Any, ...]) -> bool:
     """True for a validation error at ``<kind>.tensors.<i>.dtype``."""
     return len(loc) == 4 and loc[1] == "tensors" and loc[3] == "dtype"

@@ -9,7 +9,7 @@ from typing import Any
 
 import zmq
 
-from .codec import DEFAULT_MAX_MESSAGE_BYTES, decode
+from .codec import DEFAULT_MAX_MESSAGE_BYTES, decode, is_error_message
 from .coordinator_state import CoordinatorState, Send
 from .errors import InteropError
 from .metrics import CoordinatorMetrics
@@ -79,7 +79,8 @@ class Coordinator:
                 env = decode(frames, max_bytes=self.max_bytes)
             except InteropError as exc:
                 log.warning("bad message from %s: %s", peer.hex() if peer else "?", exc)
-                self._carry_out(self.state.bad_message(peer or b"", exc))
+                if not is_error_message(frames):
+                    self._carry_out(self.state.bad_message(peer or b"", exc))
             else:
                 self._carry_out(self.state.handle(peer or b"", env))
             if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:

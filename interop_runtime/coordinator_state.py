@@ -360,6 +360,9 @@ class CoordinatorState:
             raise UnknownTargetError(f"no graph named {msg.graph!r} is registered", field="graph")
         if msg.run in self.runs:
             raise BadHeaderError(f"run id {msg.run!r} is already in flight", field="run")
+        if "~" in msg.run:
+            raise BadHeaderError("run ids must not contain '~' (it marks retry attempts)",
+                                 field="run")
         if len(self.runs) >= self.max_runs_in_flight:
             raise BusyError(f"{len(self.runs)} runs are in flight, the most this coordinator "
                             f"takes; retry later")

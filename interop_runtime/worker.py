@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from .codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope, decode, new_id
+from .codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope, decode, is_error_message, new_id
 from pydantic import ValidationError
 
 from .errors import (
@@ -35,6 +35,7 @@ from .errors import (
     UnknownKindError,
     UnsupportedError,
 )
+from .dtypes import wire_dtype
 from .graph import WorkerPlan
 from .messages import (
     PROTOCOL_VERSION,
@@ -218,7 +219,8 @@ class WorkerHost:
             env = decode(frames, max_bytes=self.max_bytes)
         except InteropError as exc:
             log.warning("bad message: %s", exc)
-            self._reply(sock, peer, error_msg(exc, src=self.name, reply_to=None))
+            if not is_error_message(frames):
+                self._reply(sock, peer, error_msg(exc, src=self.name, reply_to=None))
             return
         if sock is self.inbox or sock is self.coord:
             self._handle((sock, peer), env, from_coordinator=sock is self.coord)
@@ -414,7 +416,8 @@ class WorkerHost:
         if msg.op == "list":
             params = self.plugin.get_params(None)
             self._ok(sock, peer, msg, {"version": self.param_version, "params": {
-                n: {"dtype": str(a.dtype), "shape": list(a.shape)} for n, a in params.items()}})
+                n: {"dtype": wire_dtype(a.dtype), "shape": list(a.shape)}
+                for n, a in params.items()}})
         elif msg.op == "get":
             params = self.plugin.get_params(msg.names)
             self._ok(sock, peer, msg, {"version": self.param_version},
