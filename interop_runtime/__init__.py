@@ -3,6 +3,7 @@
 The public surface: everything a client, a script or a worker plugin needs.
 """
 
+from .buffers import aligned, is_aligned
 from .client import Client, Params, RunResult
 from .codec import Envelope, decode, encode
 from .devices import Device, DeviceUnavailable, parse_device
@@ -79,8 +80,10 @@ __all__ = [
     "WorkerLostError",
     "WorkerPlugin",
     "WorkerSpec",
+    "aligned",
     "decode",
     "encode",
+    "is_aligned",
     "parse_device",
     "spec",
     "to_numpy_dtype",

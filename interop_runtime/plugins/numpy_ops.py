@@ -70,3 +70,8 @@ def crash(x: np.ndarray) -> Any:
 def constant(value: float = 1.0, shape: list[int] | None = None) -> np.ndarray:
     """A source node: no inputs, one constant output."""
     return np.full(shape or [1], value, dtype=np.float32)
+
+
+def echo(**tensors: np.ndarray) -> dict[str, np.ndarray]:
+    """Returns every input under its own name (declare inputs/outputs in the config)."""
+    return dict(tensors)

@@ -29,6 +29,7 @@ from interop_runtime import (
     UnknownTargetError,
     UnsupportedError,
     WorkerPlugin,
+    aligned,
     parse_device,
     to_numpy_dtype,
 )
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     import onnxruntime
 
 FUNCTION = "run"
+NUMPY_ALIGNMENT = 16  # what numpy guarantees, so results match in-process runs
 BFLOAT16 = to_numpy_dtype("bfloat16")
 ONNX_BFLOAT16 = 16  # TensorProto.BFLOAT16
 CONV_OPS = ("Conv", "ConvTranspose", "QLinearConv", "ConvInteger")
@@ -53,13 +55,22 @@ ORT_TO_WIRE: dict[str, str] = {
 }
 
 
-def _tensor_spec(arg: Any, conv_inputs: set[str]) -> TensorSpec:
-    """A TensorSpec from an onnxruntime NodeArg; named (symbolic) or missing dims -> None."""
+def _tensor_spec(arg: Any, conv_inputs: set[str], ranked: set[str]) -> TensorSpec:
+    """A TensorSpec from an onnxruntime NodeArg; named (symbolic) or missing dims -> None,
+    and no shape at all (any rank) when the model declares none: onnxruntime reports
+    that as [], which would wrongly read as a 0-d tensor."""
     dtype = ORT_TO_WIRE.get(arg.type)
-    shape = [d if isinstance(d, int) else None for d in arg.shape] if dtype else None
+    known = dtype and arg.name in ranked
+    shape = [d if isinstance(d, int) else None for d in arg.shape] if known else None
     # ONNX convolutions are channels-first by definition
     layout = "NCHW" if arg.name in conv_inputs and shape is not None and len(shape) == 4 else None
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape, layout=layout)
+
+
+def _ranked(model: onnx.ModelProto) -> set[str]:
+    """Graph inputs and outputs whose type declares a shape (of any rank, 0 included)."""
+    return {v.name for v in [*model.graph.input, *model.graph.output]
+            if v.type.tensor_type.HasField("shape")}
 
 
 def _conv_inputs(model: onnx.ModelProto) -> set[str]:
@@ -104,11 +115,11 @@ class OnnxRuntimePlugin(WorkerPlugin):
             raise DeviceUnavailable(f"onnxruntime could not start CUDAExecutionProvider on "
                                     f"{device!r} (see its log above); not falling back to the CPU")
         graph = onnx.load(str(path), load_external_data=False)  # the graph only, for layouts
-        conv = _conv_inputs(graph)
+        conv, ranked = _conv_inputs(graph), _ranked(graph)
         self._spec = FunctionSpec(
             name=FUNCTION, doc=graph.doc_string or None,
-            inputs=[_tensor_spec(i, conv) for i in session.get_inputs()],
-            outputs=[_tensor_spec(o, conv) for o in session.get_outputs()])
+            inputs=[_tensor_spec(i, conv, ranked) for i in session.get_inputs()],
+            outputs=[_tensor_spec(o, conv, ranked) for o in session.get_outputs()])
         self._bfloat16 = any(s.dtype == "bfloat16" for s in [*self._spec.inputs,
                                                               *self._spec.outputs])
         self._session, self._path = session, path
@@ -132,8 +143,10 @@ class OnnxRuntimePlugin(WorkerPlugin):
         names = [o.name for o in self._spec.outputs]
         if self._bfloat16:
             return dict(zip(names, self._run_ort_values(inputs, names), strict=True))
-        # onnxruntime only reads its inputs, so read-only frames go in without a copy
-        return dict(zip(names, self._session.run(names, dict(inputs)), strict=True))
+        # onnxruntime only reads its inputs, so read-only frames go in without a copy,
+        # unless misaligned: kernels chosen by alignment would change the last bits
+        feed = {n: aligned(a, NUMPY_ALIGNMENT) for n, a in inputs.items()}
+        return dict(zip(names, self._session.run(names, feed), strict=True))
 
     def _run_ort_values(self, inputs: Mapping[str, np.ndarray], names: list[str]
                         ) -> list[np.ndarray]:

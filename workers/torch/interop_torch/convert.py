@@ -11,7 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from interop_runtime import to_numpy_dtype
+from interop_runtime import aligned, to_numpy_dtype
+
+NUMPY_ALIGNMENT = 16
 
 BFLOAT16 = to_numpy_dtype("bfloat16")  # ml_dtypes' numpy dtype, as the codec decodes it
 
@@ -59,6 +61,10 @@ def to_tensor(array: np.ndarray, device: torch.device, *, copy: bool = False) ->
         copy = True  # shapes torch cannot wrap
     if copy:
         base = np.array(base, dtype=base.dtype.newbyteorder("="), order="C")
+    # frames sit at arbitrary offsets; BLAS picks kernels by alignment, so a misaligned
+    # input would give last-bit differences from the same model run in-process. numpy
+    # itself guarantees 16 bytes, and that is what in-process results are computed on
+    base = aligned(base, NUMPY_ALIGNMENT)
     if base.flags.writeable:
         tensor = torch.from_numpy(base)
     else:
