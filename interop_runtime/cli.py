@@ -161,10 +161,14 @@ def worker_start(
         console.print(f"[red]cannot start worker:[/red] {type(exc).__name__}: "
                       f"{escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator, bind=bind,
-                      device=device, heartbeat_s=heartbeat, max_message_bytes=max_message_bytes,
-                      reload=lambda: create_plugin(plugin, cfg, device), security=security,
-                      advertise=advertise)
+    try:
+        host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator,
+                          bind=bind, device=device, heartbeat_s=heartbeat,
+                          max_message_bytes=max_message_bytes, security=security,
+                          reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise)
+    except ValueError as exc:
+        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     host.serve_forever()
 
 

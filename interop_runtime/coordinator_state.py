@@ -49,6 +49,7 @@ from .messages import (
     ReplyMsg,
     RunMsg,
 )
+from .security import is_wildcard
 from .signatures import check_array
 from .store import Store
 
@@ -220,6 +221,9 @@ class CoordinatorState:
     # --- workers ------------------------------------------------------------------------------
 
     def _on_register(self, peer: bytes, msg: RegisterMsg, arrays: Any, now: float) -> list[Send]:
+        if is_wildcard(msg.endpoint):
+            raise BadHeaderError(f"worker {msg.name!r} announced {msg.endpoint}, which no peer can "
+                                 f"dial; it must advertise a concrete address", field="endpoint")
         out: list[Send] = []
         old = self.workers.get(msg.name)
         if old and old.alive and old.identity != peer:

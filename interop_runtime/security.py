@@ -75,6 +75,13 @@ def is_loopback(address: str) -> bool:
         return False  # an interface name or a hostname: treat as reachable from outside
 
 
+def is_wildcard(endpoint: str) -> bool:
+    """A tcp endpoint on every interface (0.0.0.0, ::, *): fine to bind, useless to announce."""
+    scheme, _, rest = endpoint.partition("://")
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    return scheme == "tcp" and host in ("0.0.0.0", "*", "::", "")
+
+
 def check_bind_allowed(address: str, security: Security | None, insecure: bool) -> None:
     if security is None and not insecure and not is_loopback(address):
         raise ValueError(f"refusing to bind {address} without CURVE keys: pass --key/--authorized "

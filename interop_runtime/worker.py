@@ -50,7 +50,7 @@ from .messages import (
     ReplyMsg,
 )
 from .plugin import WorkerPlugin
-from .security import Security
+from .security import Security, is_wildcard
 from .signatures import check_array
 from .transport import bind_router, connect_dealer, recv_frames, send_msg
 from .worker_state import Ready, WorkerState
@@ -127,6 +127,10 @@ class WorkerHost:
                                         security=security)
         # what peers dial: the bound endpoint, unless it is a wildcard they cannot reach
         self.endpoint = advertise or bound
+        if is_wildcard(self.endpoint):
+            self.inbox.close(0)
+            raise ValueError(f"bound {bound}, which peers on other hosts cannot dial: pass "
+                             f"--advertise tcp://<this host's address>:<port>")
         self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes,
                                     security=security)
         self.peers: dict[str, zmq.Socket] = {}

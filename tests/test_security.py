@@ -63,3 +63,13 @@ def test_plain_text_refused_off_loopback() -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "refusing to bind" in proc.stdout + proc.stderr
+
+
+def test_wildcard_bind_needs_an_advertised_address(tmp_path) -> None:
+    config = tmp_path / "w.yaml"
+    config.write_text("functions: {identity: 'interop_runtime.plugins.numpy_ops:identity'}\n")
+    proc = subprocess.run([sys.executable, "-m", "interop_runtime", "worker", "start",
+                           "--plugin", "numpy", "--config", str(config), "--insecure",
+                           "--bind", "tcp://0.0.0.0:0", "--coordinator", "tcp://127.0.0.1:1"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--advertise" in proc.stdout + proc.stderr
