@@ -286,6 +286,10 @@ class Client:
         msg = ControlMsg(**self._hdr(), dst=worker, action=action, **kwargs)
         return self.request(msg).msg.body
 
+    def model_graph(self, worker: str) -> dict[str, Any]:
+        """The worker's model as a framework-neutral graph (CONTROL model)."""
+        return self.control(worker, "model")["graph"]
+
     def list_params(self, worker: str) -> dict[str, Any]:
         return self.request(ParamMsg(**self._hdr(), dst=worker, op="list")).msg.body
 

@@ -78,6 +78,7 @@ class DataMsg(Header):
 
 ControlAction = Literal[
     "invoke", "load", "unload", "pause", "resume", "cancel", "shutdown", "plan", "describe", "ping",
+    "model",
 ]
 
 

@@ -52,6 +52,10 @@ class WorkerPlugin(ABC):
     def set_params(self, params: Mapping[str, np.ndarray]) -> None:
         raise UnsupportedError(f"plugin {type(self).__name__} has no parameters")
 
+    def model_graph(self) -> dict[str, Any]:
+        """The model as a framework-neutral graph (see interop_runtime.modelgraph), optional."""
+        raise UnsupportedError(f"plugin {type(self).__name__} cannot describe its model graph")
+
     def output_layouts(self, function: str) -> Mapping[str, str]:
         """Layout hints for a function's outputs, by name (optional)."""
         return {}

@@ -389,6 +389,8 @@ class WorkerHost:
                                        "device": self.device, "endpoint": self.endpoint,
                                        "functions": [f.model_dump(exclude_none=True)
                                                      for f in self.functions.values()]})
+        elif action == "model":  # the model as a neutral graph, for compatibility reports
+            self._ok(sock, peer, msg, {"graph": self.plugin.model_graph()})
         elif action == "ping":
             self._ok(sock, peer, msg, {"name": self.name, "pending": len(self.state.pending)})
         elif action == "pause":
