@@ -324,6 +324,16 @@ def launch(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
         print_result(result)
 
 
+def _register_model_operations() -> None:
+    from . import cli_compat, cli_migrate, cli_params, cli_train
+
+    for module in (cli_params, cli_compat, cli_train, cli_migrate):
+        module.register(app)
+
+
+_register_model_operations()
+
+
 def main() -> None:
     app()
 
