@@ -35,7 +35,7 @@ from .errors import (
 from .graph import Graph, GraphSpec
 from .launcher import ClusterSpec, LocalCluster, WorkerSpec
 from .messages import PROTOCOL_VERSION, FunctionSpec, TensorSpec
-from .plugin import PluginUnavailable, WorkerPlugin
+from .plugin import PluginUnavailable, WorkerPlugin, import_callable
 from .signatures import spec
 
 __version__ = "0.1.0"
@@ -83,6 +83,7 @@ __all__ = [
     "aligned",
     "decode",
     "encode",
+    "import_callable",
     "is_aligned",
     "parse_device",
     "spec",

@@ -15,8 +15,9 @@ built-in NumPy plugin is registered there exactly as a third party's would be.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
@@ -62,6 +63,19 @@ class WorkerPlugin(ABC):
 
     def close(self) -> None:
         return None
+
+
+def import_callable(path: str, *, what: str = "callable") -> Callable[..., Any]:
+    """'package.module:function' from a worker's own config (never from the wire)."""
+    module, _, attr = path.partition(":")
+    if not module or not attr:
+        raise ValueError(f"{what} {path!r} must look like 'package.module:function'")
+    obj: Any = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"{what} {path} is not callable")
+    return obj
 
 
 def available_plugins() -> dict[str, str]:

@@ -20,7 +20,6 @@ config file, which the operator controls; nothing from the wire is imported.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import numpy as np
 from ..dtypes import to_numpy_dtype
 from ..errors import UnknownFunctionError, UnknownTargetError
 from ..messages import FunctionSpec, TensorSpec
-from ..plugin import WorkerPlugin
+from ..plugin import WorkerPlugin, import_callable
 
 SIGNATURE_ATTR = "__interop_signature__"
 
@@ -44,18 +43,6 @@ def numpy_function(inputs: Sequence[TensorSpec | dict[str, Any]],
                                      [TensorSpec.model_validate(o) for o in outputs]))
         return fn
     return wrap
-
-
-def import_callable(path: str) -> Callable[..., Any]:
-    module, _, attr = path.partition(":")
-    if not module or not attr:
-        raise ValueError(f"callable {path!r} must look like 'package.module:function'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"{path} is not callable")
-    return obj
 
 
 @dataclass

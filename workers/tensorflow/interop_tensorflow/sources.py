@@ -8,13 +8,12 @@ them; a run function maps wire positions back to what the model expects.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from interop_runtime import FunctionSpec, TensorSpec, UnknownTargetError
+from interop_runtime import FunctionSpec, TensorSpec, UnknownTargetError, import_callable
 
 from .runtime import import_keras
 from .specs import apply_overrides, image_layout, tensor_spec, unique_names
@@ -53,24 +52,12 @@ def load(config: Mapping[str, Any], tf: Any) -> Loaded:
                            config, tf)
     keras = import_keras()
     if given[0] == "factory":
-        model = import_factory(config["factory"])(**(config.get("kwargs") or {}))
+        factory = import_callable(config["factory"], what="factory")
+        model = factory(**(config.get("kwargs") or {}))
     else:
         # safe_mode refuses Lambda layers' pickled code; compile=False skips the optimizer
         model = keras.saving.load_model(config["keras_file"], compile=False, safe_mode=True)
     return keras_model(model, config, tf, keras)
-
-
-def import_factory(path: str) -> Callable[..., Any]:
-    """'package.module:function' from the worker's own config (never from the wire)."""
-    module, _, attr = path.partition(":")
-    if not module or not attr:
-        raise ValueError(f"factory {path!r} must look like 'package.module:function'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"factory {path} is not callable")
-    return obj
 
 
 # --- Keras ------------------------------------------------------------------------------

@@ -9,15 +9,14 @@ extra weights come from safetensors, which holds tensors only.
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from interop_runtime import DeviceUnavailable, parse_device
+from interop_runtime import DeviceUnavailable, import_callable, parse_device
 
 SOURCES = ("factory", "torchscript", "exported")
 
@@ -50,18 +49,6 @@ def torch_device(device: str, memory_fraction: float | None = None) -> torch.dev
     return torch.device("cuda", dev.index)
 
 
-def import_callable(path: str) -> Callable[..., Any]:
-    module, _, attr = path.partition(":")
-    if not module or not attr:
-        raise ValueError(f"factory {path!r} must look like 'package.module:function'")
-    obj: Any = importlib.import_module(module)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not callable(obj):
-        raise TypeError(f"factory {path} is not callable")
-    return obj
-
-
 def _existing(path: str, what: str) -> Path:
     p = Path(path).expanduser()
     if not p.is_file():
@@ -78,7 +65,8 @@ def load_model(config: Mapping[str, Any], device: torch.device) -> Loaded:
     if given[0] == "factory":
         if config.get("seed") is not None:
             torch.manual_seed(int(config["seed"]))  # reproducible initial weights
-        model = import_callable(config["factory"])(**(config.get("kwargs") or {}))
+        factory = import_callable(config["factory"], what="factory")
+        model = factory(**(config.get("kwargs") or {}))
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"factory {config['factory']} returned {type(model).__name__}, "
                             "not a torch.nn.Module")
