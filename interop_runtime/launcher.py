@@ -53,6 +53,7 @@ class WorkerSpec(BaseModel):
     config: dict[str, Any] = {}
     env: dict[str, str] = {}
     heartbeat_s: float | None = None
+    bind: str | None = None  # the inbox address; "ipc" picks a socket file in the log dir
 
 
 class SupervisionSpec(BaseModel):
@@ -154,10 +155,16 @@ class LocalCluster:
         args = [*_cli(w.python), "worker", "start", "--plugin", w.plugin, "--config", str(config),
                 "--coordinator", self.address, "--name", w.name, "--device", w.device,
                 "--heartbeat", str(heartbeat), "--log-format", self.spec.coordinator.log_format,
+                "--bind", self._worker_bind(w),
                 *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc
         return proc
+
+    def _worker_bind(self, w: WorkerSpec) -> str:
+        if w.bind == "ipc":
+            return f"ipc://{self.log_dir / w.name}.inbox"
+        return w.bind or "tcp://127.0.0.1:0"
 
     def start(self) -> LocalCluster:
         self.start_coordinator()

@@ -178,3 +178,16 @@ def test_params_get_set_with_versions(start_cluster) -> None:
         np.testing.assert_array_equal(c.call("p", "linear", {"x": x})["y"], x @ new_w)
         with pytest.raises(Exception, match="version 1"):
             c.set_params("p", {"w": new_w}, expected_version=0)  # stale writer
+
+
+def test_same_code_over_ipc(start_cluster, tmp_path) -> None:
+    """Coordinator and worker inboxes on ipc:// sockets instead of tcp://."""
+    cluster = start_cluster(
+        {**numpy_worker("w1", "scale"), "bind": "ipc"},
+        {**numpy_worker("w2", "add_const", "relu"), "bind": "ipc"},
+        {**numpy_worker("w3", "add"), "bind": "ipc"},
+        bind=f"ipc://{tmp_path}/coordinator.sock")
+    x = np.arange(6, dtype=np.float32).reshape(2, 3) - 2
+    with cluster.client() as c:
+        assert all(w["endpoint"].startswith("ipc://") for w in c.workers())
+        np.testing.assert_array_equal(c.run(diamond(), {"x": x})["out"], expected(x))
