@@ -1,8 +1,9 @@
 """`interop params ...`: read, write, average, broadcast, export and import worker parameters
 (registered by cli.py). Every command prints the parameter versions it read or wrote."""
 
-from __future__ import annotations
-
+# no `from __future__ import annotations`: typer reads the option types at runtime, and the
+# shared options (CoordOpt, ...) are imported inside register() to avoid a cli <-> cli_params
+# import cycle, so the annotations must be evaluated where the commands are defined
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path

@@ -173,12 +173,12 @@ def weighted_average(sets: Sequence[Mapping[str, np.ndarray]],
 
 
 def _mapper(mapping: ParamMapping | Mapping[str, ParamMapping] | None, worker: str,
-            target: str | None) -> ParamMapping | None:
+            targets: Sequence[str]) -> ParamMapping | None:
     if mapping is None:
         return None
     if isinstance(mapping, Mapping):
         return mapping.get(worker)
-    return None if worker == target else mapping  # the target is already in its own layout
+    return None if worker in targets else mapping  # a target is already in the target layout
 
 
 def _check_destination(client: Client, worker: str, params: Mapping[str, np.ndarray]) -> int:
@@ -220,9 +220,9 @@ def average(client: Client, workers: Sequence[str], weights: Sequence[float] | N
     writer raises ParamVersionConflict naming the worker (writes are per worker, not atomic
     across workers; the error lists the ones already written).
 
-    ``mapping`` (a callable applied to every source except the target, or a dict per source
-    worker) brings parameter sets of other frameworks into the target's layout; with a
-    mapping, ``into`` is required, since the result only fits the target's layout."""
+    ``mapping`` (a callable applied to every source that is not a target, or a dict per source
+    worker) brings parameter sets of other frameworks into the targets' layout (all targets
+    share it); with a mapping, ``into`` is required, since the result fits only that layout."""
     workers = list(workers)
     if len(set(workers)) != len(workers):
         raise ValueError(f"a worker is named twice: {workers}")
@@ -235,7 +235,7 @@ def average(client: Client, workers: Sequence[str], weights: Sequence[float] | N
     for worker in workers:
         p = read_params(client, worker, names, prefix=prefix)
         read_versions[worker] = p.version
-        fn = _mapper(mapping, worker, targets[0] if len(targets) == 1 else None)
+        fn = _mapper(mapping, worker, targets)
         sets.append(dict(fn(p)) if fn is not None else p)
     result = AverageResult(weighted_average(sets, w, labels=workers), dict(zip(workers, w)),
                            read_versions)
