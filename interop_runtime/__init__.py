@@ -35,6 +35,7 @@ from .errors import (
 from .graph import Graph, GraphSpec
 from .launcher import ClusterSpec, LocalCluster, WorkerSpec
 from .messages import PROTOCOL_VERSION, FunctionSpec, TensorSpec
+from .modelgraph import ModelGraph, OpInfo, ParamInfo, TensorInfo
 from .plugin import PluginUnavailable, WorkerPlugin, import_callable
 from .signatures import spec
 
@@ -63,12 +64,16 @@ __all__ = [
     "InteropError",
     "LayoutMismatchError",
     "LocalCluster",
+    "ModelGraph",
+    "OpInfo",
+    "ParamInfo",
     "Params",
     "PluginUnavailable",
     "ProtocolError",
     "RunError",
     "RunResult",
     "ShapeMismatchError",
+    "TensorInfo",
     "TensorSpec",
     "TimeoutError_",
     "TooLargeError",

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zmq
@@ -36,6 +36,9 @@ from .messages import (
 )
 from .security import Security
 from .transport import connect_dealer
+
+if TYPE_CHECKING:
+    from .compat import CompatReport
 
 log = logging.getLogger("interop.client")
 _pipe_ids = itertools.count()
@@ -303,3 +306,18 @@ class Client:
         """Write parameters; returns the worker's new parameter version."""
         msg = ParamMsg(**self._hdr(), dst=worker, op="set", version=expected_version)
         return self.request(msg, params).msg.body["version"]
+
+    # --- model operations across frameworks (compat.py, param_mapping.py) -------------------
+
+    def compat(self, worker_a: str, worker_b: str) -> CompatReport:
+        """Compare two workers' models: structure, parameter pairs with their transforms,
+        inputs and outputs, and a verdict on parameter transfer."""
+        from .compat import compare
+
+        return compare(self.model_graph(worker_a), self.model_graph(worker_b), worker_a, worker_b)
+
+    def copy_params(self, src_worker: str, dst_worker: str, *, strict: bool = True) -> int:
+        """Copy parameters across frameworks (layouts transformed); returns dst's new version."""
+        from .param_mapping import copy_params
+
+        return copy_params(self, src_worker, dst_worker, strict=strict)

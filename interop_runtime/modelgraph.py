@@ -55,6 +55,16 @@ class ParamInfo(_Model):
     layout: str | None = None  # weights only: "out,in", "in,out", "OIHW", "HWIO"
     trainable: bool = True
 
+    @staticmethod
+    def role_from_name(name: str) -> str:
+        """A role from a parameter's own name, for graphs whose ops could not be read."""
+        leaf = name.replace(":0", "").rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
+        aliases = {"kernel": "weight", "moving_mean": "running_mean",
+                   "moving_variance": "running_var"}
+        known = {"weight", "bias", "gamma", "beta", "running_mean", "running_var",
+                 "num_batches_tracked"}
+        return aliases.get(leaf, leaf if leaf in known else "other")
+
 
 class OpInfo(_Model):
     name: str
@@ -92,11 +102,3 @@ class ModelGraph(_Model):
     def compute_ops(self) -> list[OpInfo]:
         """The ops that compute (alignment works on these)."""
         return [o for o in self.ops if o.type not in PASSTHROUGH_TYPES]
-
-
-def guess_role(param_name: str) -> str:
-    """A role from a parameter's own name, for graphs whose ops could not be read."""
-    leaf = param_name.replace(":0", "").rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
-    return {"kernel": "weight", "moving_mean": "running_mean", "moving_variance": "running_var",
-            }.get(leaf, leaf if leaf in {"weight", "bias", "gamma", "beta", "running_mean",
-                                         "running_var", "num_batches_tracked"} else "other")

@@ -14,7 +14,7 @@ client (which drives it), so both sides agree on names, dtypes and shapes::
 
 Node args of train_step/distill_step: ``temperature`` (default 1) and ``alpha``
 (weight of the distillation term, default 0.5 when soft targets are given):
-loss = alpha·T²·KL(softmax(teacher/T) || softmax(student/T)) + (1−alpha)·CE(student, labels).
+loss = alpha·T²·KL(softmax(teacher/T) || softmax(student/T)) + (1-alpha)·CE(student, labels).
 
 Why two step functions: a FunctionSpec has no optional inputs, and a graph node waits
 for every declared input, so a graph that routes a teacher's logits into a student needs
@@ -68,7 +68,8 @@ def parse_config(config: Mapping[str, Any]) -> TrainingConfig | None:
 
 def _batched(spec: TensorSpec | None, name: str, dtype: str) -> TensorSpec:
     """``spec`` renamed, with a dynamic batch dim and a dtype (the model's, else ``dtype``)."""
-    shape = None if spec is None or spec.shape is None or not spec.shape else [None, *spec.shape[1:]]
+    # a scalar or unknown-rank spec says nothing about a batch: any shape
+    shape = [None, *spec.shape[1:]] if spec is not None and spec.shape else None
     return TensorSpec(name=name, dtype=(spec.dtype if spec else None) or dtype, shape=shape,
                       layout=spec.layout if spec else None)
 
@@ -136,7 +137,7 @@ def distill_args(args: Mapping[str, Any], *, with_soft: bool) -> tuple[float, fl
     return temperature, alpha
 
 
-def scalars(**values: float | int) -> dict[str, np.ndarray]:
+def scalars(**values: float) -> dict[str, np.ndarray]:
     """0-d output arrays: loss/accuracy float32, step int64."""
     return {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float32)
             for k, v in values.items()}

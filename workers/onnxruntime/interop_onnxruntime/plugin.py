@@ -4,6 +4,7 @@ Config::
 
     model: model.onnx          # external weight files next to it are found by path
     intra_op_threads: 4        # optional: threads inside one operator
+    self_contained: true       # optional: refuse tensors kept in external files (checks.py)
 
 The function is called ``run``, with no alias: one name per function keeps
 ``describe`` and graph specs unambiguous. Its inputs and outputs are the model's
@@ -108,6 +109,10 @@ class OnnxRuntimePlugin(WorkerPlugin):
         options = ort.SessionOptions()
         if config.get("intra_op_threads"):
             options.intra_op_num_threads = int(config["intra_op_threads"])
+        if config.get("self_contained"):  # a model from elsewhere: no external data files
+            from .checks import refuse_external_data
+
+            refuse_external_data(path)
         session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         if dev.is_gpu and "CUDAExecutionProvider" not in session.get_providers():
             # onnxruntime drops a provider it cannot initialise (missing CUDA/cuDNN libraries)
@@ -188,6 +193,13 @@ class OnnxRuntimePlugin(WorkerPlugin):
     def set_params(self, params: Mapping[str, np.ndarray]) -> None:
         raise UnsupportedError("an onnxruntime session's weights are fixed; export the model "
                                "again with new weights (or serve it with the torch plugin)")
+
+    def model_graph(self) -> dict[str, Any]:
+        from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)
+
+        if self._path is None:
+            raise UnknownTargetError("no model is loaded")
+        return build(self._path).to_dict()
 
     def close(self) -> None:
         self._session = None

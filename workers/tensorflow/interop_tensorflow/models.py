@@ -58,3 +58,16 @@ def resnet50_features(seed: int = 0, image_size: int = 224) -> keras.Model:
     image = keras.Input((image_size, image_size, 3), name="image")
     return keras.applications.ResNet50(weights=None, include_top=False, pooling="avg",
                                        input_tensor=image)
+
+
+def mlp_classifier(seed: int = 0, in_dim: int = 64, hidden: int = 128, classes: int = 10,
+                   dropout: float = 0.0) -> keras.Model:
+    """x (batch, in_dim) -> Dense relu [-> Dropout] -> Dense -> logits (batch, classes).
+    The digits teacher of examples/distill; zero biases, as a classifier usually starts."""
+    x = keras.Input((in_dim,), name="x")
+    h = layers.Dense(hidden, activation="relu", name="hidden",
+                     kernel_initializer=_init(seed))(x)
+    if dropout:
+        h = layers.Dropout(dropout, seed=seed + 1, name="dropout")(h)
+    y = layers.Dense(classes, name="logits", kernel_initializer=_init(seed + 2))(h)
+    return keras.Model(x, y, name="mlp_classifier")

@@ -11,6 +11,7 @@ Config (exactly one source)::
     outputs: [{name: features}]                     # fields left out keep the model's
     tf_function: true                               # trace Keras calls once (false: eager)
     memory_limit_mb: 4096                           # GPU only: cap instead of memory growth
+    export: true                                    # also offer export_onnx (migrate.py)
 
 Functions: ``forward`` (Keras models, called with training=False; SavedModels too),
 and for a SavedModel also the signature under its own name. Parameters are the
@@ -37,7 +38,7 @@ from interop_runtime import (
 from . import runtime, sources
 
 KNOWN_KEYS = frozenset({*sources.SOURCES, "kwargs", "signature", "inputs", "outputs",
-                        "tf_function", "memory_limit_mb"})
+                        "tf_function", "memory_limit_mb", "training", "export"})
 
 
 class TensorFlowPlugin(WorkerPlugin):
@@ -49,6 +50,7 @@ class TensorFlowPlugin(WorkerPlugin):
         self._tf: Any = None
         self._device = "/CPU:0"
         self._model: sources.Loaded | None = None
+        self._trainer: Any = None  # training.KerasTrainer when the config has `training:`
 
     def load(self, config: Mapping[str, Any], device: str) -> None:
         unknown = sorted(set(config) - KNOWN_KEYS)
@@ -60,6 +62,13 @@ class TensorFlowPlugin(WorkerPlugin):
         self._device = runtime.setup(tf, dev, config.get("memory_limit_mb"))
         with tf.device(self._device):
             self._model = sources.load(config, tf)
+        from .training import trainer_from_config
+
+        self._trainer = trainer_from_config(config, tf, self._model, self._device)
+        if config.get("export"):  # export_onnx: the model as ONNX bytes (see migrate.py)
+            from . import migrate
+
+            migrate.offer(self._model, tf)
 
     def _loaded(self) -> sources.Loaded:
         if self._model is None:
@@ -67,10 +76,17 @@ class TensorFlowPlugin(WorkerPlugin):
         return self._model
 
     def describe(self) -> list[FunctionSpec]:
-        return [f.spec for f in self._loaded().functions.values()]
+        return ([f.spec for f in self._loaded().functions.values()]
+                + (self._trainer.describe() if self._trainer else []))
 
     def call(self, function: str, inputs: Mapping[str, np.ndarray], args: Mapping[str, Any]
              ) -> Mapping[str, Any]:
+        if self._trainer is not None and function in self._trainer.specs:
+            return self._trainer.call(function, inputs, args)  # training=True, with gradients
+        if function == "export_onnx" and function in self._loaded().functions:
+            from .migrate import export_onnx
+
+            return export_onnx(self._loaded(), self._tf, args)  # takes args, not tensors
         fn = self._loaded().functions.get(function)
         if fn is None:
             raise UnknownFunctionError(f"no function {function!r}", field="function")
@@ -109,8 +125,13 @@ class TensorFlowPlugin(WorkerPlugin):
             for name, value in checked.items():
                 variables[name].assign(value)
 
+    def model_graph(self) -> dict[str, Any]:
+        from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)
+
+        return build(self._loaded()).to_dict()
+
     def close(self) -> None:
-        self._model = None
+        self._model = self._trainer = None
 
 
 def _checked(name: str, variable: Any, value: Any, tf: Any) -> np.ndarray:

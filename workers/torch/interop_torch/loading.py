@@ -18,7 +18,7 @@ import torch
 
 from interop_runtime import DeviceUnavailable, import_callable, parse_device
 
-SOURCES = ("factory", "torchscript", "exported")
+SOURCES = ("factory", "torchscript", "exported", "onnx")
 
 
 @dataclass
@@ -70,6 +70,12 @@ def load_model(config: Mapping[str, Any], device: torch.device) -> Loaded:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"factory {config['factory']} returned {type(model).__name__}, "
                             "not a torch.nn.Module")
+        model = model.to(device)
+    elif given[0] == "onnx":  # through onnx2torch, see onnx_import.py
+        from . import onnx_import
+
+        model, spec = onnx_import.load(_existing(config["onnx"], "onnx"))
+        model.interop_spec = spec  # the ONNX graph's names, dtypes and shapes (signatures.py)
         model = model.to(device)
     elif given[0] == "torchscript":
         model = torch.jit.load(str(_existing(config["torchscript"], "torchscript")),

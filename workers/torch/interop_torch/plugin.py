@@ -1,12 +1,13 @@
 """The PyTorch worker plugin: one nn.Module, its ``forward`` and chosen public methods.
 
-Config (exactly one of factory / torchscript / exported)::
+Config (exactly one of factory / torchscript / exported / onnx)::
 
     factory: mypkg.models:build     # module:function returning an nn.Module
     kwargs: {hidden: 64}            # the factory's keyword arguments
     seed: 0                         # torch.manual_seed before the factory (optional)
     torchscript: model.ts           # a torch.jit.save archive
     exported: model.pt2             # a torch.export.save archive
+    onnx: model.onnx                # through onnx2torch (pip install --no-deps; onnx_import.py)
     state: weights.safetensors      # optional load_state_dict after any of the above
     strict: true                    # load_state_dict strictness
     inputs:  [{name: x, dtype: float32, shape: [null, 4], layout: null}]   # forward's
@@ -16,6 +17,7 @@ Config (exactly one of factory / torchscript / exported)::
     memory_fraction: 0.5            # CUDA only: this worker's share of the GPU
     threads: 4                      # torch.set_num_threads, for several CPU workers
     copy_inputs: false              # copy input frames for models that write into inputs
+    export: true                    # also offer export_onnx (migrate.py)
 
 Inputs are passed positionally in the declared order (node args as keywords);
 a tuple or list result maps onto the declared output names in order, a dict
@@ -54,6 +56,7 @@ class TorchPlugin(WorkerPlugin):
         self._device: torch.device | None = None
         self._functions: dict[str, tuple[Callable[..., Any], FunctionSpec]] = {}
         self._copy_inputs = False
+        self._trainer: Any = None  # training.TorchTrainer when the config has `training:`
 
     # --- loading -------------------------------------------------------------------------
 
@@ -74,6 +77,18 @@ class TorchPlugin(WorkerPlugin):
                                     exported=loaded.exported)
             # forward goes through __call__ so that module hooks run as in plain torch
             self._functions[name] = (loaded.model if name == "forward" else method, spec)
+        if config.get("export"):  # export_onnx: the model as ONNX bytes (see migrate.py)
+            from functools import partial
+
+            from . import migrate
+
+            self._functions[migrate.FUNCTION] = (partial(
+                migrate.export_onnx, loaded.model, self._functions["forward"][1], self._device),
+                migrate.SPEC)
+        from .training import trainer_from_config
+
+        self._trainer = trainer_from_config(config, loaded.model, loaded.exported, self._device,
+                                            self._functions["forward"][1], self._functions)
 
     def _method(self, name: str, *, exported: bool) -> Callable[..., Any]:
         import torch
@@ -92,7 +107,8 @@ class TorchPlugin(WorkerPlugin):
         return method
 
     def describe(self) -> list[FunctionSpec]:
-        return [spec for _, spec in self._functions.values()]
+        return ([spec for _, spec in self._functions.values()]
+                + (self._trainer.describe() if self._trainer else []))
 
     def output_layouts(self, function: str) -> Mapping[str, str]:
         entry = self._functions.get(function)
@@ -106,6 +122,8 @@ class TorchPlugin(WorkerPlugin):
 
         from .convert import to_tensor
 
+        if self._trainer is not None and function in self._trainer.specs:
+            return self._trainer.call(function, inputs, args)  # with gradients, not inference
         entry = self._functions.get(function)
         if entry is None:
             raise UnknownFunctionError(f"no function {function!r}", field="function")
@@ -162,6 +180,14 @@ class TorchPlugin(WorkerPlugin):
                 # copy_ casts dtype and device; state_dict tensors share the parameters' storage
                 state[name].copy_(to_tensor(value, self._device, copy=True))
 
+    def model_graph(self) -> dict[str, Any]:
+        from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)
+
+        if self._model is None:
+            raise UnknownTargetError("no model is loaded")
+        forward = self._functions.get("forward")
+        return build(self._model, forward[1] if forward else None).to_dict()
+
     def _state(self) -> dict[str, torch.Tensor]:
         if self._model is None:
             raise UnknownTargetError("no model is loaded", field="names")
@@ -169,7 +195,7 @@ class TorchPlugin(WorkerPlugin):
 
     def close(self) -> None:
         on_gpu = self._device is not None and self._device.type == "cuda"
-        self._model, self._functions = None, {}
+        self._model, self._functions, self._trainer = None, {}, None
         if on_gpu:
             import torch
 

@@ -91,6 +91,8 @@ def build(name: str, method: Callable[..., Any], entry: Mapping[str, Any], *,
     """The FunctionSpec of one function: config first, then the program, then Python."""
     if exported is not None and name == "forward":
         inputs, outputs = from_exported(exported)
+    elif name == "forward" and isinstance(getattr(model, "interop_spec", None), FunctionSpec):
+        inputs, outputs = list(model.interop_spec.inputs), list(model.interop_spec.outputs)
     else:
         inputs, outputs = from_python(method), [TensorSpec(name=DEFAULT_OUTPUT)]
     declared_in, declared_out = from_config(entry, "inputs"), from_config(entry, "outputs")

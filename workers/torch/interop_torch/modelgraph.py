@@ -1,0 +1,357 @@
+"""A torch model as a framework-neutral ModelGraph (see interop_runtime.modelgraph).
+
+Best first: torch.export on example inputs built from the declared input specs
+(ATen ops with shapes; parameters from the graph signature); else FX symbolic
+tracing (module calls, no shapes); else the state_dict alone, with roles guessed
+from names (TorchScript models, or models neither can trace).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from interop_runtime import (
+    FunctionSpec,
+    ModelGraph,
+    OpInfo,
+    ParamInfo,
+    TensorInfo,
+    TensorSpec,
+)
+
+from .convert import WIRE_TO_TORCH, wire_name
+
+_role = ParamInfo.role_from_name  # for parameters no op explains
+# ATen op packet name -> normalized type
+_ATEN = {
+    "linear": "linear", "conv2d": "conv2d", "convolution": "conv2d", "_convolution": "conv2d",
+    "batch_norm": "batchnorm", "_native_batch_norm_legit_no_training": "batchnorm",
+    "native_batch_norm": "batchnorm", "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid",
+    "tanh": "tanh", "gelu": "gelu", "softmax": "softmax", "_softmax": "softmax",
+    "log_softmax": "log_softmax", "max_pool2d": "maxpool2d",
+    "max_pool2d_with_indices": "maxpool2d", "avg_pool2d": "avgpool2d",
+    "adaptive_avg_pool2d": "global_avgpool", "flatten": "flatten", "view": "reshape",
+    "reshape": "reshape", "_unsafe_view": "reshape", "squeeze": "reshape",
+    "unsqueeze": "reshape", "permute": "transpose", "transpose": "transpose", "t": "transpose",
+    "add": "add", "add_": "add", "mul": "mul", "cat": "concat", "matmul": "matmul", "mm": "matmul",
+    "bmm": "matmul", "dropout": "dropout", "clone": "identity", "contiguous": "identity",
+    "alias": "identity", "detach": "identity", "_to_copy": "cast", "pad": "pad",
+    "constant_pad_nd": "pad",
+}
+# parameter roles by position among an op's arguments
+_ROLES = {"linear": ["input", "weight", "bias"], "conv2d": ["input", "weight", "bias"],
+          "batchnorm": ["input", "gamma", "beta", "running_mean", "running_var"]}
+_WEIGHT_LAYOUT = {"linear": "out,in", "conv2d": "OIHW"}
+# nn.Module class -> normalized type, for the FX fallback
+_MODULES = {
+    "Linear": "linear", "Conv2d": "conv2d", "BatchNorm1d": "batchnorm", "BatchNorm2d": "batchnorm",
+    "ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "GELU": "gelu", "Softmax": "softmax",
+    "MaxPool2d": "maxpool2d", "AvgPool2d": "avgpool2d", "AdaptiveAvgPool2d": "global_avgpool",
+    "Flatten": "flatten", "Dropout": "dropout", "Identity": "identity",
+}
+_MODULE_ROLES = {"weight": "weight", "bias": "bias", "running_mean": "running_mean",
+                 "running_var": "running_var", "num_batches_tracked": "num_batches_tracked"}
+
+
+def build(model: nn.Module, spec: FunctionSpec | None) -> ModelGraph:
+    """The neutral graph of ``model``'s forward, whose declared signature is ``spec``."""
+    notes: list[str] = []
+    ins = list(spec.inputs) if spec else []
+    outs = list(spec.outputs) if spec else []
+    examples = _examples(ins)
+    if examples is None and (guessed := _guess_inputs(model, ins)) is not None:
+        notes.append(f"input shape guessed from the first layer: {guessed[0].shape}")
+        ins, examples = guessed, _examples(guessed)
+    if examples is not None:
+        try:
+            graph = _from_export(model, examples, ins, outs)
+            graph.notes = notes + graph.notes
+            return graph
+        except Exception as exc:  # noqa: BLE001 - any export failure falls back, with a note
+            notes.append(f"torch.export failed ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "used FX symbolic tracing")
+    else:
+        notes.append("inputs declare no full dtype and shape, so torch.export cannot run; "
+                     "used FX symbolic tracing (no tensor shapes)")
+    try:
+        graph = _from_fx(model, ins, outs)
+    except Exception as exc:  # noqa: BLE001
+        notes.append(f"FX tracing failed ({type(exc).__name__}); parameters only")
+        graph = _params_only(model, ins, outs)
+    graph.notes = notes + graph.notes
+    return graph
+
+
+# --- torch.export -----------------------------------------------------------------------
+
+def _examples(specs: Sequence[TensorSpec]) -> list[torch.Tensor] | None:
+    """Example inputs: 2 for a dynamic batch, 32 for other dynamic dims (big enough for
+    a few poolings); None when a dtype or rank is unknown."""
+    if not specs or any(s.dtype is None or s.shape is None for s in specs):
+        return None
+    out = []
+    for s in specs:
+        shape = [d if d is not None else (2 if i == 0 else 32) for i, d in enumerate(s.shape or [])]
+        out.append(torch.zeros(shape, dtype=WIRE_TO_TORCH[s.dtype or "float32"]))
+    return out
+
+
+def _guess_inputs(model: nn.Module, ins: list[TensorSpec]) -> list[TensorSpec] | None:
+    """(batch, in_features) float32 for a one-input model whose first layer is a Linear
+    (the usual MLP whose worker config declares no shapes); if the guess is wrong,
+    export fails and FX takes over."""
+    if len(ins) != 1 or ins[0].shape is not None:
+        return None
+    first = next((m for m in model.modules() if not list(m.children())), None)
+    if not isinstance(first, nn.Linear):
+        return None
+    return [TensorSpec(name=ins[0].name, dtype=ins[0].dtype or "float32",
+                       shape=[None, first.in_features], layout=ins[0].layout)]
+
+
+def _from_export(model: nn.Module, examples: list[torch.Tensor], ins: list[TensorSpec],
+                 outs: list[TensorSpec]) -> ModelGraph:
+    auto = torch.export.Dim.AUTO
+    dynamic = tuple({i: auto for i, d in enumerate(s.shape or []) if d is None} for s in ins)
+    try:
+        program = torch.export.export(model, tuple(examples), dynamic_shapes=dynamic)
+    except Exception:  # noqa: BLE001 - some models only export with static shapes
+        program = torch.export.export(model, tuple(examples))
+    sig = program.graph_signature
+    owned = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}  # placeholder -> state name
+    state = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    params: dict[str, ParamInfo] = {}
+    ops: list[OpInfo] = []
+    tensors: dict[str, TensorInfo] = {}
+    used_names: set[str] = set()
+    rename = {ph: spec.name for ph, spec in zip(sig.user_inputs, ins)}
+    out_node = next(n for n in program.graph.nodes if n.op == "output")
+    out_args = [a for a in out_node.args[0] if isinstance(a, torch.fx.Node)]
+    rename.update({a.name: spec.name for a, spec in zip(out_args, outs)})
+
+    def tname(node: torch.fx.Node) -> str:
+        return rename.get(node.name, node.name)
+
+    for node in program.graph.nodes:
+        if node.op == "placeholder":
+            if node.name not in owned:
+                tensors[tname(node)] = _tensor_info(tname(node), node)
+            continue
+        if node.op != "call_function":
+            continue
+        target = node.target
+        if target is operator.getitem:  # one output of a multi-output op
+            kind, fw = "identity", "getitem"
+        else:
+            fw = str(target)
+            packet = fw.split(".")[1] if fw.startswith("aten.") else fw
+            kind = _ATEN.get(packet, f"other:{packet}")
+            kind = _refine(kind, node)
+        name = _op_name(node, used_names)
+        tensor_args = [a for a in _flat_args(node.args) if isinstance(a, torch.fx.Node)]
+        op_params = []
+        roles = _ROLES.get(kind, [])
+        for pos, arg in enumerate(node.args):
+            if isinstance(arg, torch.fx.Node) and arg.name in owned:
+                pname = owned[arg.name]
+                role = roles[pos] if pos < len(roles) else _role(pname)
+                value = state.get(pname)
+                if value is None:  # a non-persistent buffer: not a parameter clients can set
+                    continue
+                params[pname] = ParamInfo(
+                    name=pname, shape=list(value.shape), dtype=wire_name(value.dtype), op=name,
+                    role=role, layout=_WEIGHT_LAYOUT.get(kind) if role == "weight" else None,
+                    trainable=pname in trainable)
+                op_params.append(pname)
+        out_info = _tensor_info(tname(node), node)
+        tensors[out_info.name] = out_info
+        ops.append(OpInfo(name=name, type=kind, framework_type=fw,
+                          inputs=[tname(a) for a in tensor_args if a.name not in owned],
+                          outputs=[out_info.name], attrs=_attrs(kind, node), params=op_params))
+    _add_unused(params, state, trainable, ops)
+    model_ins = [tensors.get(s.name) or TensorInfo(name=s.name) for s in ins]
+    for t, s in zip(model_ins, ins):
+        t.layout = s.layout or t.layout
+    model_outs = [tensors.get(s.name) or TensorInfo(name=s.name) for s in outs]
+    return ModelGraph(framework="torch", name=type(model).__name__, inputs=model_ins,
+                      outputs=model_outs, ops=ops, tensors=tensors, params=list(params.values()))
+
+
+def _flat_args(args: Any) -> list[Any]:
+    out: list[Any] = []
+    for a in args:
+        out.extend(_flat_args(a) if isinstance(a, (list, tuple)) else [a])
+    return out
+
+
+def _refine(kind: str, node: torch.fx.Node) -> str:
+    """A view/reshape from an image to (batch, features) is a flatten; an add with a
+    scalar is not a residual add."""
+    if kind == "reshape":
+        src = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
+        val = node.meta.get("val")
+        if isinstance(src, torch.Tensor) and isinstance(val, torch.Tensor) \
+                and src.dim() > 2 and val.dim() == 2:
+            return "flatten"
+    if kind in ("add", "mul") and sum(isinstance(a, torch.fx.Node) for a in node.args) < 2:
+        return f"other:{kind}_scalar"
+    if kind == "global_avgpool":
+        size = node.args[1] if len(node.args) > 1 else None
+        if list(size or []) != [1, 1]:
+            return "avgpool2d"
+    return kind
+
+
+def _op_name(node: torch.fx.Node, used: set[str]) -> str:
+    """The owning module's path (``conv``, ``layer1.0.conv1``), which names the parameters
+    too; the node's own name when a module holds several ops."""
+    stack = node.meta.get("nn_module_stack") or {}
+    path = list(stack.values())[-1][0] if stack else ""
+    name = path if path and path not in used else (f"{path}/{node.name}" if path else node.name)
+    used.add(name)
+    return name
+
+
+def _tensor_info(name: str, node: torch.fx.Node) -> TensorInfo:
+    val = node.meta.get("val")
+    if not isinstance(val, torch.Tensor):
+        return TensorInfo(name=name)
+    shape = [d if isinstance(d, int) else None for d in val.shape]  # SymInt: dynamic
+    # torch's convolutions are channels-first, so its images are NCHW
+    return TensorInfo(name=name, shape=shape, dtype=wire_name(val.dtype),
+                      layout="NCHW" if len(shape) == 4 else None)
+
+
+def _ints(value: Any, n: int = 2) -> list[int] | Any:
+    if isinstance(value, int):
+        return [value] * n
+    if isinstance(value, (list, tuple)):
+        return [int(v) for v in value] if len(value) == n else [int(value[0])] * n if value else []
+    return value
+
+
+def _attrs(kind: str, node: torch.fx.Node) -> dict[str, Any]:
+    a = list(node.args)
+    weight = a[1].meta.get("val") if len(a) > 1 and isinstance(a[1], torch.fx.Node) else None
+    if kind == "linear" and isinstance(weight, torch.Tensor):
+        return {"in_features": int(weight.shape[1]), "out_features": int(weight.shape[0])}
+    if kind == "conv2d" and isinstance(weight, torch.Tensor):
+        padding = a[4] if len(a) > 4 else 0
+        return {"in_channels": int(weight.shape[1]) * int(a[6] if len(a) > 6 else 1),
+                "out_channels": int(weight.shape[0]), "kernel": list(weight.shape[2:]),
+                "stride": _ints(a[3] if len(a) > 3 else 1),
+                "padding": padding if isinstance(padding, str) else _ints(padding),
+                "dilation": _ints(a[5] if len(a) > 5 else 1),
+                "groups": int(a[6]) if len(a) > 6 else 1}
+    if kind == "batchnorm":
+        eps = a[7] if str(node.target).startswith("aten.batch_norm") else a[6]
+        return {"eps": float(eps)}
+    if kind in ("maxpool2d", "avgpool2d"):
+        kernel = _ints(a[1])
+        stride = _ints(a[2]) if len(a) > 2 and a[2] else kernel  # [] means = kernel
+        return {"kernel": kernel, "stride": stride, "padding": _ints(a[3] if len(a) > 3 else 0)}
+    if kind == "softmax":
+        return {"axis": int(a[1])} if len(a) > 1 else {}
+    return {}
+
+
+def _add_unused(params: dict[str, ParamInfo], state: dict[str, torch.Tensor],
+                trainable: set[str], ops: list[OpInfo]) -> None:
+    """State entries no op reads (num_batches_tracked): listed, and tied to the op that
+    owns their siblings, so a report can say they need no counterpart."""
+    by_prefix = {p.name.rsplit(".", 1)[0]: p.op for p in params.values()}
+    for name, value in state.items():
+        if name in params:
+            continue
+        op = by_prefix.get(name.rsplit(".", 1)[0])
+        params[name] = ParamInfo(name=name, shape=list(value.shape), dtype=wire_name(value.dtype),
+                                 op=op, role=_role(name), trainable=name in trainable)
+        for o in ops:
+            if o.name == op:
+                o.params.append(name)
+
+
+# --- FX and parameters-only fallbacks ----------------------------------------------------
+
+def _from_fx(model: nn.Module, ins: list[TensorSpec], outs: list[TensorSpec]) -> ModelGraph:
+    traced = torch.fx.symbolic_trace(model)
+    modules = dict(traced.named_modules())
+    state = model.state_dict()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    rename: dict[str, str] = {}
+    placeholders = [n for n in traced.graph.nodes if n.op == "placeholder"]
+    rename.update({n.name: s.name for n, s in zip(placeholders, ins)})
+    out_node = next(n for n in traced.graph.nodes if n.op == "output")
+    results = out_node.args[0] if isinstance(out_node.args[0], (tuple, list)) else [out_node.args[0]]
+    rename.update({a.name: s.name for a, s in zip(results, outs) if isinstance(a, torch.fx.Node)})
+    ops: list[OpInfo] = []
+    params: dict[str, ParamInfo] = {}
+    for node in traced.graph.nodes:
+        if node.op not in ("call_module", "call_function", "call_method"):
+            continue
+        prefix = ""
+        if node.op == "call_module":
+            cls = type(modules[node.target]).__name__
+            kind, fw, name, prefix = _MODULES.get(cls, f"other:{cls}"), cls, node.target, node.target
+        else:
+            fw = getattr(node.target, "__name__", str(node.target))
+            kind, name = _ATEN.get(fw, f"other:{fw}"), node.name
+        op_params = []
+        for key, value in state.items():
+            if prefix and key.rsplit(".", 1)[0] == prefix:
+                leaf = key.rsplit(".", 1)[1]
+                role = _MODULE_ROLES.get(leaf, "other")
+                if kind == "batchnorm":
+                    role = {"weight": "gamma", "bias": "beta"}.get(role, role)
+                params[key] = ParamInfo(
+                    name=key, shape=list(value.shape), dtype=wire_name(value.dtype), op=name,
+                    role=role, layout=_WEIGHT_LAYOUT.get(kind) if role == "weight" else None,
+                    trainable=key in trainable)
+                op_params.append(key)
+        args = [a for a in _flat_args(node.args) if isinstance(a, torch.fx.Node)]
+        ops.append(OpInfo(name=name, type=kind, framework_type=fw,
+                          inputs=[rename.get(a.name, a.name) for a in args],
+                          outputs=[rename.get(node.name, node.name)], params=op_params,
+                          attrs=_module_attrs(modules[node.target]) if prefix else {}))
+    _add_unused(params, state, trainable, ops)
+    return ModelGraph(framework="torch", name=type(model).__name__,
+                      inputs=[TensorInfo(**s.model_dump(include={"name", "shape", "dtype",
+                                                                 "layout"})) for s in ins],
+                      outputs=[TensorInfo(**s.model_dump(include={"name", "shape", "dtype",
+                                                                  "layout"})) for s in outs],
+                      ops=ops, params=list(params.values()))
+
+
+def _module_attrs(module: nn.Module) -> dict[str, Any]:
+    if isinstance(module, nn.Linear):
+        return {"in_features": module.in_features, "out_features": module.out_features}
+    if isinstance(module, nn.Conv2d):
+        padding = module.padding
+        return {"in_channels": module.in_channels, "out_channels": module.out_channels,
+                "kernel": list(module.kernel_size), "stride": list(module.stride),
+                "padding": padding if isinstance(padding, str) else list(padding),
+                "dilation": list(module.dilation), "groups": module.groups}
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        return {"eps": module.eps}
+    if isinstance(module, (nn.MaxPool2d, nn.AvgPool2d)):
+        kernel = _ints(module.kernel_size)
+        return {"kernel": kernel, "stride": _ints(module.stride) or kernel,
+                "padding": _ints(module.padding)}
+    return {}
+
+
+def _params_only(model: nn.Module, ins: list[TensorSpec], outs: list[TensorSpec]) -> ModelGraph:
+    state = model.state_dict()
+    return ModelGraph(
+        framework="torch", name=type(model).__name__,
+        inputs=[TensorInfo(name=s.name, shape=s.shape, dtype=s.dtype, layout=s.layout) for s in ins],
+        outputs=[TensorInfo(name=s.name, shape=s.shape, dtype=s.dtype, layout=s.layout)
+                 for s in outs],
+        params=[ParamInfo(name=n, shape=list(v.shape), dtype=wire_name(v.dtype), role=_role(n))
+                for n, v in state.items()])
