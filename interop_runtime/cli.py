@@ -294,6 +294,11 @@ def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
     """Start a local coordinator and the workers of a cluster YAML; Ctrl-C stops them."""
     from .launcher import ClusterSpec, LocalCluster
 
+    import signal
+
+    def _stop(*_: object) -> None:  # SIGTERM stops the cluster like Ctrl-C does
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, _stop)
     spec = ClusterSpec.from_yaml(cluster)
     with LocalCluster(spec, log_dir=str(log_dir) if log_dir else None) as lc:
         console.print(f"coordinator at [bold]{lc.address}[/bold]; workers: "

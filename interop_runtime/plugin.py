@@ -53,6 +53,11 @@ class WorkerPlugin(ABC):
     def set_params(self, params: Mapping[str, np.ndarray]) -> None:
         raise UnsupportedError(f"plugin {type(self).__name__} has no parameters")
 
+    def mutates_params(self, function: str) -> bool:
+        """True for functions that change the parameters (a training step): the worker
+        then bumps its parameter version, so readers and versioned writers notice."""
+        return False
+
     def model_graph(self) -> dict[str, Any]:
         """The model as a framework-neutral graph (see interop_runtime.modelgraph), optional."""
         raise UnsupportedError(f"plugin {type(self).__name__} cannot describe its model graph")

@@ -21,9 +21,8 @@ for every declared input, so a graph that routes a teacher's logits into a stude
 a function that declares ``soft_targets`` (distill_step); train_step declares only x and
 labels, and a CONTROL call may still pass soft_targets to it.
 
-``step`` counts the optimizer steps taken in the worker. PARAM versions change only on a
-PARAM set (the worker host owns them), so ``step`` is how a caller sees training move the
-parameters.
+``step`` counts the optimizer steps taken in the worker; each step also bumps the
+worker's PARAM version (``WorkerPlugin.mutates_params``).
 """
 
 from __future__ import annotations

@@ -326,6 +326,8 @@ class WorkerHost:
             log.exception("function %s failed", function)
             raise FunctionFailedError(f"{function} raised {type(exc).__name__}: {exc}",
                                       node=node, worker=self.name) from exc
+        if self.plugin.mutates_params(function):
+            self.param_version += 1
         outputs = {k: to_host_array(v) for k, v in raw.items()}
         missing = [s.name for s in spec.outputs if s.name not in outputs]
         if missing:

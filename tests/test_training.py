@@ -134,6 +134,8 @@ def test_torch_worker_fine_tunes_and_loss_falls(client: Any, data: Split) -> Non
     assert history[-1]["step"] == 3 * steps_per_epoch  # the worker counts optimizer steps
     after = client.get_params("student")
     assert any(not np.array_equal(before[n], after[n]) for n in before)
+    # every optimizer step is a parameter write: readers see the version move
+    assert after.version == before.version + 3 * steps_per_epoch
 
 
 def test_tensorflow_worker_fine_tunes_and_loss_falls(teacher_history: list[dict[str, Any]]

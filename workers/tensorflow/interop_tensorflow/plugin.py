@@ -33,6 +33,7 @@ from interop_runtime import (
     UnknownTargetError,
     WorkerPlugin,
     parse_device,
+    trainspec,
 )
 
 from . import runtime, sources
@@ -124,6 +125,10 @@ class TensorFlowPlugin(WorkerPlugin):
         with self._tf.device(self._device):  # all checked first: no half-applied writes
             for name, value in checked.items():
                 variables[name].assign(value)
+
+    def mutates_params(self, function: str) -> bool:
+        return self._trainer is not None and function in (trainspec.TRAIN_STEP,
+                                                               trainspec.DISTILL_STEP)
 
     def model_graph(self) -> dict[str, Any]:
         from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)

@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 
 from interop_runtime import FunctionSpec, UnknownFunctionError, UnsupportedError, trainspec
-from interop_runtime.trainspec import TrainingConfig
+
+TrainingConfig = trainspec.TrainingConfig  # the public API carries the module
 
 from .runtime import import_keras
 

@@ -42,6 +42,7 @@ from interop_runtime import (
     UnknownFunctionError,
     UnknownTargetError,
     WorkerPlugin,
+    trainspec,
 )
 
 if TYPE_CHECKING:
@@ -179,6 +180,10 @@ class TorchPlugin(WorkerPlugin):
             for name, value in params.items():
                 # copy_ casts dtype and device; state_dict tensors share the parameters' storage
                 state[name].copy_(to_tensor(value, self._device, copy=True))
+
+    def mutates_params(self, function: str) -> bool:
+        return self._trainer is not None and function in (trainspec.TRAIN_STEP,
+                                                               trainspec.DISTILL_STEP)
 
     def model_graph(self) -> dict[str, Any]:
         from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from interop_runtime import FunctionSpec, UnknownFunctionError, UnsupportedError, trainspec
-from interop_runtime.trainspec import TrainingConfig
+
+TrainingConfig = trainspec.TrainingConfig  # the public API carries the module
 
 from .convert import to_tensor
 
