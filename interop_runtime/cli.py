@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,6 +45,20 @@ def _security(key: Path | None, authorized: Path | None = None,
     from .security import Security
 
     return Security.from_files(key, authorized, coordinator_key)
+
+
+@contextmanager
+def client_session(coordinator: str, key: Path | None, coordinator_key: Path | None,
+                   timeout: float) -> Iterator[Any]:
+    """A client for a command; a failure prints one clean line and exits 1, no traceback."""
+    from .errors import InteropError
+
+    try:
+        with _client(coordinator, key, coordinator_key, timeout) as c:
+            yield c
+    except (InteropError, ValueError, OSError) as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def _client(coordinator: str, key: Path | None, coordinator_key: Path | None, timeout_s: float

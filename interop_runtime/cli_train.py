@@ -5,8 +5,7 @@ section); these commands stream the data as batches and print a row per epoch.""
 # no `from __future__ import annotations`: typer reads the option types at runtime, and the
 # shared options (CoordOpt, ...) are imported inside register() to avoid a cli <-> cli_train
 # import cycle, so the annotations must be evaluated where the commands are defined
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -31,19 +30,11 @@ CheckpointOpt = Annotated[Path | None, typer.Option(
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Request timeout (s).")]
 
 
-@contextmanager
 def _session(coordinator: str, key: Path | None, coordinator_key: Path | None,
-             timeout: float) -> Iterator[Any]:
-    """A client; a failure prints one clean line and exits 1 instead of a traceback."""
-    from .cli import _client, console
-    from .errors import InteropError
+             timeout: float) -> Any:
+    from .cli import client_session  # lazily: cli.py imports this module
 
-    try:
-        with _client(coordinator, key, coordinator_key, timeout) as c:
-            yield c
-    except (InteropError, ValueError, OSError) as exc:
-        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    return client_session(coordinator, key, coordinator_key, timeout)
 
 
 def _data(source: str, val_fraction: float, seed: int) -> Any:
