@@ -114,6 +114,10 @@ def coordinator_start(
     metrics_addr: Annotated[str, typer.Option(help="Address for the metrics server.")] =
         "127.0.0.1",
     log_format: LogFormatOpt = "text",
+    max_runs: Annotated[int, typer.Option(help="Runs in flight at most; more get `busy`.")] =
+        10_000,
+    max_runs_per_client: Annotated[int, typer.Option(help="Runs in flight per connection.")] =
+        1_000,
 ) -> None:
     """Run the coordinator in the foreground (SIGTERM stops it cleanly)."""
     from .coordinator import Coordinator
@@ -123,7 +127,8 @@ def coordinator_start(
         coordinator = Coordinator(bind, state_path=state, heartbeat_s=heartbeat,
                                   dead_after_s=dead_after, max_message_bytes=max_message_bytes,
                                   security=_security(key, authorized), insecure=insecure,
-                                  metrics_port=metrics_port, metrics_addr=metrics_addr)
+                                  metrics_port=metrics_port, metrics_addr=metrics_addr,
+                                  max_runs=max_runs, max_runs_per_client=max_runs_per_client)
     except ValueError as exc:
         console.print(f"[red]cannot start coordinator:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

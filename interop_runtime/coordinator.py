@@ -26,7 +26,8 @@ class Coordinator:
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  run_timeout_s: float = 300.0, security: Security | None = None,
                  insecure: bool = False, metrics_port: int | None = None,
-                 metrics_addr: str = "127.0.0.1") -> None:
+                 metrics_addr: str = "127.0.0.1", max_runs: int = 10_000,
+                 max_runs_per_client: int = 1_000) -> None:
         check_bind_allowed(bind, security, insecure)
         self.ctx = zmq.Context.instance()
         self.max_bytes = max_message_bytes
@@ -38,7 +39,9 @@ class Coordinator:
                              if metrics_port is not None else None)
         self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s, metrics=self.metrics,
                                       dead_after_s=dead_after_s,
-                                      default_run_timeout_s=run_timeout_s)
+                                      default_run_timeout_s=run_timeout_s,
+                                      max_runs_in_flight=max_runs,
+                                      max_runs_per_client=max_runs_per_client)
         self.tick_s = min(0.1, heartbeat_s / 4)
         self.running = True
 

@@ -41,6 +41,8 @@ class CoordinatorSpec(BaseModel):
     max_message_bytes: int | None = None
     curve: bool = False  # generate CURVE keys for every process and require them
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT
+    max_runs: int | None = None  # runs in flight at most (admission control)
+    max_runs_per_client: int | None = None
     log_format: str = "text"
 
 
@@ -145,6 +147,10 @@ class LocalCluster:
         args += self._key_args("coordinator", server=True)
         if c.metrics_port is not None:
             args += ["--metrics-port", str(c.metrics_port)]
+        if c.max_runs is not None:
+            args += ["--max-runs", str(c.max_runs)]
+        if c.max_runs_per_client is not None:
+            args += ["--max-runs-per-client", str(c.max_runs_per_client)]
         args += ["--log-format", c.log_format]
         self.coordinator = self._spawn(args, "coordinator")
 
