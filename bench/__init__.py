@@ -1,0 +1,1 @@
+"""Benchmarks of interop-runtime against raw ZeroMQ, memcpy and Ray: ``python -m bench``."""

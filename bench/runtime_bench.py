@@ -1,0 +1,211 @@
+"""Our runtime, end to end on real processes: a LocalCluster with two NumPy workers.
+
+Graphs (both nodes run ``numpy_ops.identity``, which returns its input without a copy):
+  chain: client -> coordinator -> w1.identity -> w2.identity -> coordinator -> client
+         5 socket hops carry the tensor: client->coord (RUN), coord->w1 (DATA), w1->w2 (DATA),
+         w2->coord (DONE with the graph output), coord->client (REPLY). Off that path, w1 also
+         sends the coordinator a small DONE without tensors.
+  one:   client -> coordinator -> w1.identity -> coordinator -> client: 4 socket hops.
+  call:  Client.call('w1', 'identity'): CONTROL invoke forwarded by the coordinator, 4 hops.
+Latency is ``Client.run`` wall time in the calling thread, so it includes the client's own
+thread hand-offs (caller -> I/O thread over inproc, reply -> caller through a Future).
+
+Transports: ``tcp`` (coordinator and workers on tcp://127.0.0.1) and ``ipc`` (coordinator
+bound on ipc:// from ClusterSpec.coordinator.bind; workers bound on ipc:// through the
+worker CLI's ``--bind``, which WorkerSpec cannot express today, so BenchCluster appends it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from interop_runtime import ClusterSpec, Graph, LocalCluster
+from interop_runtime.launcher import CoordinatorSpec
+from interop_runtime.testing import numpy_worker
+
+from .common import (
+    MIB,
+    ResultFile,
+    sched_delta,
+    schedstat,
+    sigterm_raises,
+    summarize_ns,
+    summarize_transfer,
+)
+
+HOPS = {"chain": 5, "one": 4, "call": 4}
+
+
+class BenchCluster(LocalCluster):
+    """LocalCluster whose workers can bind a given address (WorkerSpec has no bind field)."""
+
+    def __init__(self, spec: ClusterSpec, worker_binds: dict[str, str], **kw: Any) -> None:
+        super().__init__(spec, **kw)
+        self.worker_binds = worker_binds
+
+    def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> Any:
+        if log_name in self.worker_binds:
+            args = [*args, "--bind", self.worker_binds[log_name]]
+        return super()._spawn(args, log_name, env)
+
+
+def chain_graph() -> Graph:
+    g = Graph("bench-chain")
+    g.node("a", "w1", "identity").node("b", "w2", "identity")
+    g.edge("a.y", "b.x").input("x", "a.x").output("out", "b.y")
+    return g
+
+
+def one_graph() -> Graph:
+    g = Graph("bench-one")
+    g.node("a", "w1", "identity").input("x", "a.x").output("out", "a.y")
+    return g
+
+
+def start(transport: str, tmp: str) -> BenchCluster:
+    """tcp: everything on tcp://127.0.0.1; ipc: everything on ipc://; curve: tcp + CURVE."""
+    coordinator: dict[str, Any] = {"heartbeat_s": 1.0}
+    binds: dict[str, str] = {}
+    if transport == "ipc":
+        coordinator["bind"] = f"ipc://{tmp}/coord.sock"
+        binds = {w: f"ipc://{tmp}/{w}.sock" for w in ("w1", "w2")}
+    elif transport == "curve":
+        if "curve" not in CoordinatorSpec.model_fields:
+            raise RuntimeError("this interop_runtime has no CoordinatorSpec.curve")
+        coordinator["curve"] = True
+    elif transport != "tcp":
+        raise ValueError(f"unknown transport {transport!r} (tcp, ipc, curve)")
+    spec = ClusterSpec.model_validate({
+        "coordinator": coordinator,
+        "workers": [numpy_worker("w1", "identity"), numpy_worker("w2", "identity")]})
+    cluster = BenchCluster(spec, binds, log_dir=os.path.join(tmp, "logs"), ready_timeout_s=60)
+    try:
+        return cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+
+
+def latency(client: Any, what: str, x: np.ndarray, iters: int, warmup: int,
+            procs: dict[int, str]) -> dict[str, Any]:
+    graph = {"chain": "bench-chain", "one": "bench-one"}.get(what)
+    e2e: list[int] = []
+    coord: list[int] = []
+    done: dict[str, list[int]] = {"a": [], "b": []}
+    pc = time.perf_counter_ns
+    before: dict[int, tuple[int, int, int]] = {}
+    for i in range(warmup + iters):
+        if i == warmup:
+            before = schedstat(procs)
+        t0 = pc()
+        if graph:
+            r = client.run(graph, {"x": x}, timeout_s=10)
+        else:
+            r = client.call("w1", "identity", {"x": x}, timeout_s=10)
+        t1 = pc()
+        if i < warmup:
+            continue
+        e2e.append(t1 - t0)
+        if graph:
+            coord.append(r.elapsed_us * 1000)
+            for node, t in r.timings.items():
+                done[node].append(t["done_us"] * 1000)
+    after = schedstat(procs)
+    out: dict[str, Any] = {**summarize_ns(e2e), "hops": HOPS[what],
+                           "per_run_sched": sched_delta(before, after, procs, iters)}
+    if coord:
+        # where the time went, from the coordinator's own clock (medians, microseconds):
+        # elapsed = RUN handled -> last DONE handled; done_<node> = RUN handled -> that DONE
+        out["coordinator_elapsed_median_us"] = float(np.median(coord)) / 1e3
+        out["outside_coordinator_median_us"] = out["median_us"] - out[
+            "coordinator_elapsed_median_us"]
+        for node, vals in done.items():
+            if vals:
+                out[f"done_{node}_median_us"] = float(np.median(vals)) / 1e3
+    return out
+
+
+def throughput(client: Any, what: str, big: np.ndarray, iters: int) -> dict[str, Any]:
+    graph = {"chain": "bench-chain", "one": "bench-one"}[what]
+    r = client.run(graph, {"x": big}, timeout_s=120)  # warm-up, and check the bytes once
+    assert np.array_equal(r["out"], big), "64 MiB output differs from its input"
+    del r
+    client.run(graph, {"x": big}, timeout_s=120)
+    times, coord = [], []
+    for _ in range(iters):
+        t0 = time.perf_counter_ns()
+        r = client.run(graph, {"x": big}, timeout_s=120)
+        times.append(time.perf_counter_ns() - t0)
+        coord.append(r.elapsed_us / 1e3)
+        del r  # free the received frame before the next run, as a consumer would
+    return {**summarize_transfer(times, big.nbytes, HOPS[what]),
+            "coordinator_elapsed_median_ms": float(np.median(coord))}
+
+
+def measure(res: ResultFile, transport: str, args: argparse.Namespace) -> None:
+    tmp = tempfile.mkdtemp(prefix="ibr-", dir="/tmp")
+    t0 = time.monotonic()
+    cluster = None
+    try:
+        cluster = start(transport, tmp)
+        res.put(f"{transport}.startup_s", time.monotonic() - t0)
+        with cluster.client(timeout_s=30) as c:
+            endpoints = {w["name"]: w["endpoint"] for w in c.workers()}
+            res.put(f"{transport}.endpoints", {"coordinator": cluster.address, **endpoints})
+            c.register(chain_graph())
+            c.register(one_graph())
+            procs = {os.getpid(): "client"}
+            if cluster.coordinator is not None:
+                procs[cluster.coordinator.pid] = "coordinator"
+            procs.update({p.pid: name for name, p in cluster.workers.items()})
+            small = np.arange(args.small_bytes // 4, dtype=np.float32)
+            assert np.array_equal(c.run("bench-chain", {"x": small})["out"], small)
+            if args.latency:
+                for what in ("chain", "one", "call"):
+                    res.guarded(f"{transport}.lat_{what}_1k", lambda w=what: latency(
+                        c, w, small, args.iters, args.warmup, procs))
+            if args.throughput:
+                big = np.arange(args.size_mib * MIB // 4, dtype=np.float32)
+                for what in ("chain", "one"):
+                    res.guarded(f"{transport}.tput_{what}_64m", lambda w=what: throughput(
+                        c, w, big, args.tput_iters))
+    finally:
+        if cluster is not None:
+            t1 = time.monotonic()
+            cluster.stop()
+            res.put(f"{transport}.stop_s", time.monotonic() - t1)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--transports", default="tcp,ipc")
+    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--tput-iters", type=int, default=10)
+    ap.add_argument("--size-mib", type=int, default=64)
+    ap.add_argument("--small-bytes", type=int, default=1024)
+    ap.add_argument("--no-latency", dest="latency", action="store_false")
+    ap.add_argument("--no-throughput", dest="throughput", action="store_false")
+    args = ap.parse_args(argv)
+    sigterm_raises()
+    res = ResultFile(args.out)
+    res.data["malloc_env"] = {k: v for k, v in os.environ.items()
+                              if k.startswith(("MALLOC_", "GLIBC_"))}
+    for transport in args.transports.split(","):
+        try:
+            measure(res, transport, args)
+        except Exception as exc:  # noqa: BLE001 - reported, the next transport still runs
+            res.error(transport, exc)
+
+
+if __name__ == "__main__":
+    main()
