@@ -132,7 +132,10 @@ class LocalCluster:
     def _spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None
                ) -> subprocess.Popen[bytes]:
         log = open(self.log_dir / f"{log_name}.log", "ab")
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # glibc then madvises big blocks for huge pages: a fresh 64 MiB receive buffer takes
+        # 32 page faults instead of 16,384, which halved 64 MiB chain times (bench/)
+        full_env = {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", **os.environ,
+                    "PYTHONUNBUFFERED": "1", **(env or {})}
         return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=full_env,
                                 start_new_session=True)
 
