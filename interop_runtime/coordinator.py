@@ -42,7 +42,7 @@ class Coordinator:
                                       default_run_timeout_s=run_timeout_s,
                                       max_runs_in_flight=max_runs,
                                       max_runs_per_client=max_runs_per_client)
-        self.tick_s = min(0.1, heartbeat_s / 4)
+        self.tick_s = min(0.1, heartbeat_s / 8)
         self.running = True
 
     def serve_forever(self) -> None:

@@ -142,7 +142,8 @@ class CoordinatorState:
         self.store = store or Store()
         self.metrics = metrics or CoordinatorMetrics()
         self.heartbeat_s = heartbeat_s
-        self.dead_after_s = dead_after_s if dead_after_s is not None else 3 * heartbeat_s
+        # two missed heartbeats: a dead worker's runs fail (or retry) within two intervals
+        self.dead_after_s = dead_after_s if dead_after_s is not None else 2 * heartbeat_s
         self.default_run_timeout_s = default_run_timeout_s
         self.request_timeout_s = request_timeout_s
         self.workers: dict[str, WorkerRecord] = {}

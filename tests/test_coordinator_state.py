@@ -72,9 +72,10 @@ def test_lost_worker_fails_exactly_its_runs() -> None:
     st.handle(CLIENT, Envelope(RunMsg(v=V, id="m", graph="chain", run="r1"),
                                {"x": np.ones(1, np.float32)}), 1.0)
     st.handle(ID["w1"], Envelope(DoneMsg(v=V, id="d", graph="chain", run="r1", node="a")), 1.1)
-    # w2 keeps quiet; w1 heartbeats
-    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1")), 3.5)
-    out = st.tick(4.0)
+    # w2 keeps quiet past two heartbeat intervals; w1 heartbeats
+    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1")), 2.0)
+    assert st.tick(1.9) == []  # one interval of silence is not death
+    out = st.tick(2.1)
     errors = [s for s in out if isinstance(s.msg, ErrorMsg)]
     assert len(errors) == 1 and errors[0].peer == CLIENT
     assert (errors[0].msg.code, errors[0].msg.worker, errors[0].msg.node) == ("worker_lost", "w2", "b")

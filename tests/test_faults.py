@@ -30,7 +30,8 @@ def test_sigkill_mid_run_fails_the_run_and_coordinator_keeps_serving(start_clust
         detected_s = time.monotonic() - killed_at
         assert err.value.worker == "victim" and err.value.node == "s"
         assert "victim" in str(err.value) and "s" in str(err.value)
-        assert detected_s < 5  # 3 missed 0.3 s heartbeats, plus slack for a busy CI machine
+        # two missed 0.3 s heartbeats, plus slack for the client's side on a busy CI machine
+        assert detected_s < 2 * 0.3 + 0.5
         # the coordinator goes on serving other graphs...
         np.testing.assert_array_equal(c.run(fine, {"x": np.ones(3, np.float32)})["y"], np.ones(3))
         # ...and says clearly why the dead worker's graph cannot run
