@@ -8,6 +8,7 @@ measured before a hang or a kill still comes back.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import resource
@@ -115,6 +116,36 @@ def _jsonable(o: Any) -> Any:
     if isinstance(o, np.ndarray):
         return o.tolist()
     return str(o)
+
+
+def section_parser(*, large: bool = True) -> argparse.ArgumentParser:
+    """The options every measuring section takes (its own extras are added after)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--transports", default="tcp,ipc")
+    ap.add_argument("--iters", type=int, default=2000)
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--small-bytes", type=int, default=1024)
+    if large:
+        ap.add_argument("--tput-iters", type=int, default=10)
+        ap.add_argument("--size-mib", type=int, default=64)
+        ap.add_argument("--no-latency", dest="latency", action="store_false")
+    return ap
+
+
+def serve_or_parse(argv: list[str], serve: Callable[[str], None], ap: argparse.ArgumentParser
+                   ) -> argparse.Namespace | None:
+    """``serve --bind ADDR`` runs the echo peer and returns None; else parse the options."""
+    if argv and argv[0] == "serve":
+        peer = argparse.ArgumentParser()
+        peer.add_argument("--bind", required=True)
+        serve(peer.parse_args(argv[1:]).bind)
+        return None
+    return ap.parse_args(argv)
+
+
+def malloc_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("MALLOC_", "GLIBC_"))}
 
 
 def sigterm_raises() -> None:

@@ -19,7 +19,6 @@ client - codec is what the Client's thread hand-offs cost per request.
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import shutil
@@ -37,7 +36,15 @@ from interop_runtime.codec import new_id
 from interop_runtime.messages import PROTOCOL_VERSION, ControlMsg, DataMsg, ReplyMsg
 from interop_runtime.store import Store
 
-from .common import ResultFile, schedstat, sigterm_raises, summarize_ns, time_loop
+from .common import (
+    ResultFile,
+    schedstat,
+    section_parser,
+    serve_or_parse,
+    sigterm_raises,
+    summarize_ns,
+    time_loop,
+)
 
 
 def per_call_us(fn, n: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -198,21 +205,12 @@ def socket_bench(res: ResultFile, transport: str, iters: int, warmup: int, block
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "serve":
-        ap = argparse.ArgumentParser()
-        ap.add_argument("--bind", required=True)
-        serve(ap.parse_args(argv[1:]).bind)
-        return
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--transports", default="tcp,ipc")
-    ap.add_argument("--iters", type=int, default=2000)
-    ap.add_argument("--warmup", type=int, default=200)
+    ap = section_parser(large=False)
     ap.add_argument("--micro-n", type=int, default=2000)
     ap.add_argument("--block", type=int, default=100)
-    ap.add_argument("--small-bytes", type=int, default=1024)
-    args = ap.parse_args(argv)
+    args = serve_or_parse(sys.argv[1:] if argv is None else argv, serve, ap)
+    if args is None:
+        return
     sigterm_raises()
     res = ResultFile(args.out)
     try:

@@ -33,8 +33,10 @@ from interop_runtime.testing import numpy_worker
 from .common import (
     MIB,
     ResultFile,
+    malloc_env,
     sched_delta,
     schedstat,
+    section_parser,
     sigterm_raises,
     summarize_ns,
     summarize_transfer,
@@ -185,21 +187,12 @@ def measure(res: ResultFile, transport: str, args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--transports", default="tcp,ipc")
-    ap.add_argument("--iters", type=int, default=2000)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--tput-iters", type=int, default=10)
-    ap.add_argument("--size-mib", type=int, default=64)
-    ap.add_argument("--small-bytes", type=int, default=1024)
-    ap.add_argument("--no-latency", dest="latency", action="store_false")
+    ap = section_parser()
     ap.add_argument("--no-throughput", dest="throughput", action="store_false")
     args = ap.parse_args(argv)
     sigterm_raises()
     res = ResultFile(args.out)
-    res.data["malloc_env"] = {k: v for k, v in os.environ.items()
-                              if k.startswith(("MALLOC_", "GLIBC_"))}
+    res.data["malloc_env"] = malloc_env()
     for transport in args.transports.split(","):
         try:
             measure(res, transport, args)

@@ -14,7 +14,6 @@ Client (this process): a DEALER, measuring
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import subprocess
@@ -29,8 +28,11 @@ import zmq
 from .common import (
     MIB,
     ResultFile,
+    malloc_env,
     sched_delta,
     schedstat,
+    section_parser,
+    serve_or_parse,
     sigterm_raises,
     summarize_ns,
     summarize_transfer,
@@ -167,26 +169,12 @@ def measure(res: ResultFile, transport: str, *, iters: int, warmup: int, tput_it
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "serve":
-        ap = argparse.ArgumentParser()
-        ap.add_argument("--bind", required=True)
-        serve(ap.parse_args(argv[1:]).bind)
+    args = serve_or_parse(sys.argv[1:] if argv is None else argv, serve, section_parser())
+    if args is None:
         return
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--transports", default="tcp,ipc")
-    ap.add_argument("--iters", type=int, default=2000)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--tput-iters", type=int, default=10)
-    ap.add_argument("--size-mib", type=int, default=64)
-    ap.add_argument("--small-bytes", type=int, default=1024)
-    ap.add_argument("--no-latency", dest="latency", action="store_false")
-    args = ap.parse_args(argv)
     sigterm_raises()
     res = ResultFile(args.out)
-    res.data["malloc_env"] = {k: v for k, v in os.environ.items()
-                              if k.startswith(("MALLOC_", "GLIBC_"))}
+    res.data["malloc_env"] = malloc_env()
     for transport in args.transports.split(","):
         t0 = time.monotonic()
         try:
