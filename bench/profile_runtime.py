@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     spec = ClusterSpec.model_validate({
         "coordinator": {"heartbeat_s": 1.0},
         "workers": [numpy_worker("w1", "identity"), numpy_worker("w2", "identity")]})
-    cluster = ProfiledCluster(spec, {}, prof_dir=tmp, log_dir=os.path.join(tmp, "logs"),
+    cluster = ProfiledCluster(spec, prof_dir=tmp, log_dir=os.path.join(tmp, "logs"),
                               ready_timeout_s=60)
     try:
         cluster.start()
