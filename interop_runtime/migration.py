@@ -18,7 +18,6 @@ The core imports no ML framework: ONNX is handled only as bytes here.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from . import exportspec
 from .client import Client
 from .dtypes import to_numpy_dtype
 from .errors import InteropError
@@ -35,7 +35,7 @@ from .launcher import ClusterSpec, CoordinatorSpec, LocalCluster, WorkerSpec
 from .messages import FunctionSpec, TensorSpec
 from .parity import ParityReport, Tolerance, compare
 
-EXPORT_FUNCTION = "export_onnx"
+EXPORT_FUNCTION = exportspec.FUNCTION
 ONNX_FUNCTION = "run"  # the onnxruntime plugin's one function
 EXPORT_TIMEOUT_S = 300.0  # a first dynamo export compiles a lot; big models take minutes
 
@@ -58,7 +58,7 @@ def export_onnx(client: Client, worker: str, *, opset: int | None = None, batch:
     if opset is not None:
         args["opset"] = opset
     out = client.call(worker, EXPORT_FUNCTION, {}, timeout_s=timeout_s, **args)
-    return Exported(out["onnx"].tobytes(), json.loads(out["info"].tobytes() or b"{}"))
+    return Exported(*exportspec.unpack(out))
 
 
 def example_inputs(spec: FunctionSpec | Mapping[str, Any], batch: int = 2, seed: int = 0

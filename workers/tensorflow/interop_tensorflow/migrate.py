@@ -15,7 +15,6 @@ so the ONNX Runtime worker takes and returns the same names as this one.
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from pathlib import Path
@@ -23,26 +22,18 @@ from typing import Any
 
 import numpy as np
 
-from interop_runtime import FunctionSpec, TensorSpec
+from interop_runtime import FunctionSpec, exportspec
 
 from .sources import FORWARD, Loaded
 
-FUNCTION = "export_onnx"
-SPEC = FunctionSpec(
-    name=FUNCTION,
-    doc="The model's forward as ONNX bytes (args: opset, batch); info is UTF-8 JSON",
-    outputs=[TensorSpec(name="onnx", dtype="uint8", shape=[None]),
-             TensorSpec(name="info", dtype="uint8", shape=[None])])
+FUNCTION, SPEC = exportspec.FUNCTION, exportspec.SPEC
 DEFAULT_OPSET = 17
 
 log = logging.getLogger("interop.tensorflow.migrate")
 
 
 def export_onnx(loaded: Loaded, tf: Any, args: Any) -> dict[str, np.ndarray]:
-    unknown = sorted(set(args) - {"opset", "batch"})
-    if unknown:
-        raise ValueError(f"{FUNCTION} takes opset and batch, not {', '.join(unknown)}")
-    opset = int(args.get("opset") or DEFAULT_OPSET)
+    opset = exportspec.parse_args(args)[0] or DEFAULT_OPSET  # a batch is not needed here
     forward = loaded.functions[FORWARD]
     for s in forward.spec.inputs:
         if s.shape is None or s.dtype is None:
@@ -70,9 +61,7 @@ def export_onnx(loaded: Loaded, tf: Any, args: Any) -> dict[str, np.ndarray]:
     _rename(model, forward.spec)
     info["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                          None)
-    data = model.SerializeToString()
-    return {"onnx": np.frombuffer(data, dtype=np.uint8),
-            "info": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)}
+    return exportspec.pack(model.SerializeToString(), info)
 
 
 def _converters(loaded: Loaded, tf: Any) -> list[tuple[str, Any]]:

@@ -15,7 +15,6 @@ the ONNX Runtime worker takes the same inputs and returns the same outputs.
 from __future__ import annotations
 
 import io
-import json
 import logging
 import warnings
 from typing import Any
@@ -23,14 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from interop_runtime import FunctionSpec, TensorSpec, to_numpy_dtype
+from interop_runtime import FunctionSpec, TensorSpec, exportspec, to_numpy_dtype
 
-FUNCTION = "export_onnx"
-SPEC = FunctionSpec(
-    name=FUNCTION,
-    doc="The model's forward as ONNX bytes (args: opset, batch); info is UTF-8 JSON",
-    outputs=[TensorSpec(name="onnx", dtype="uint8", shape=[None]),
-             TensorSpec(name="info", dtype="uint8", shape=[None])])
+FUNCTION, SPEC = exportspec.FUNCTION, exportspec.SPEC
 DEFAULT_BATCH = 2
 OTHER_DYNAMIC_DIM = 8  # example size of a dynamic dim that is not the batch
 
@@ -41,11 +35,8 @@ def export_onnx(model: torch.nn.Module, forward: FunctionSpec, device: torch.dev
                 **args: Any) -> dict[str, np.ndarray]:
     """Export ``model.forward`` (declared by ``forward``) and pack bytes + info as outputs;
     the plugin offers it bound to its model (functools.partial), called with node args."""
-    unknown = sorted(set(args) - {"opset", "batch"})
-    if unknown:
-        raise ValueError(f"{FUNCTION} takes opset and batch, not {', '.join(unknown)}")
-    opset = None if args.get("opset") is None else int(args["opset"])
-    batch = int(args.get("batch") or DEFAULT_BATCH)
+    opset, batch = exportspec.parse_args(args)
+    batch = batch or DEFAULT_BATCH
     examples, dynamic = _examples(forward.inputs, batch, device)
     in_names = [s.name for s in forward.inputs]
     out_names = [s.name for s in forward.outputs]
@@ -63,8 +54,7 @@ def export_onnx(model: torch.nn.Module, forward: FunctionSpec, device: torch.dev
             data = _torchscript(model, examples, dynamic, in_names, out_names, opset)
             info["exporter"] = "torch.onnx.export(dynamo=False)"
     info["opset"] = _opset_of(data)
-    return {"onnx": np.frombuffer(data, dtype=np.uint8),
-            "info": np.frombuffer(json.dumps(info).encode(), dtype=np.uint8)}
+    return exportspec.pack(data, info)
 
 
 def _examples(specs: list[TensorSpec], batch: int, device: torch.device
