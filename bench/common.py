@@ -102,7 +102,7 @@ class ResultFile:
         """Run one measurement; a failure is recorded under ``key`` and does not propagate."""
         try:
             value = fn()
-        except Exception as exc:  # noqa: BLE001 - every measurement reports its own failure
+        except Exception as exc:
             self.error(key, exc)
             return None
         if value is not None:
@@ -225,7 +225,7 @@ def run_bounded(argv: Sequence[str], *, timeout_s: float, env: dict[str, str] | 
     While it runs, its descendants are recorded (pid + start time), so that ones which
     left its process group (a LocalCluster starts its daemons in new sessions) or were
     orphaned are still found and ended afterwards, by pid, never by name."""
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     stat0, ours0, self0 = cpu_stat(), _children_cpu_s(), _self_cpu_s()
     t0 = time.monotonic()
     proc = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT,

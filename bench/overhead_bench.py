@@ -32,9 +32,9 @@ import numpy as np
 import zmq
 
 from interop_runtime import Client, decode, encode
-from interop_runtime.codec import new_id
-from interop_runtime.messages import PROTOCOL_VERSION, ControlMsg, DataMsg, ReplyMsg
-from interop_runtime.store import Store
+from interop_runtime.coordinator.store import Store
+from interop_runtime.wire.codec import new_id
+from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, DataMsg, ReplyMsg
 
 from .common import (
     ResultFile,
@@ -215,13 +215,13 @@ def main(argv: list[str] | None = None) -> None:
     res = ResultFile(args.out)
     try:
         microbench(res, args.micro_n, args.small_bytes)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         res.error("micro", exc)
     for transport in args.transports.split(","):
         try:
             socket_bench(res, transport, args.iters, args.warmup, args.block,
                          args.small_bytes)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             res.error(transport, exc)
 
 

@@ -53,7 +53,7 @@ def summarize(path: str, runs: int, top: int) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     from interop_runtime import ClusterSpec
-    from interop_runtime.testing import numpy_worker
+    from interop_runtime.client.testing import numpy_worker
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)

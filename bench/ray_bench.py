@@ -182,7 +182,7 @@ def bounded(fn: Any, timeout_s: float, res: ResultFile, key: str, *, hang_is_err
     def target() -> None:
         try:
             fn()
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             err.append(exc)
 
     t = threading.Thread(target=target, daemon=True)
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     res = ResultFile(args.out)
     try:
         (core if args.part == "core" else cgraph)(res, args)
-    except Exception as exc:  # noqa: BLE001 - reported; the parent reads what was measured
+    except Exception as exc:
         res.error(args.part, exc)
 
 

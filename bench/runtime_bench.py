@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from interop_runtime import ClusterSpec, Graph, LocalCluster
-from interop_runtime.launcher import CoordinatorSpec
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.cluster import CoordinatorSpec
+from interop_runtime.client.testing import numpy_worker
 
 from .common import (
     MIB,
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     for transport in args.transports.split(","):
         try:
             measure(res, transport, args)
-        except Exception as exc:  # noqa: BLE001 - reported, the next transport still runs
+        except Exception as exc:
             res.error(transport, exc)
 
 

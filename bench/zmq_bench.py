@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
             measure(res, transport, iters=args.iters, warmup=args.warmup,
                     tput_iters=args.tput_iters, size_mib=args.size_mib,
                     small_bytes=args.small_bytes, latency=args.latency)
-        except Exception as exc:  # noqa: BLE001 - reported, the next transport still runs
+        except Exception as exc:
             res.error(transport, exc)
         res.put(f"{transport}.wall_s", time.monotonic() - t0)
 

@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from interop_runtime import Client
-    from interop_runtime.security import Security
+    from interop_runtime.transport.security import Security
 
     security = None
     if args.key:

@@ -1,19 +1,26 @@
 """interop-runtime: models from different ML frameworks working together as one system.
 
-The public surface: everything a client, a script or a worker plugin needs.
+The public surface: everything a client, a script or a worker plugin needs. Plugins in
+workers/ import only from here; ``exportspec`` and ``trainspec`` are the contracts they
+implement, ``ops`` the model operations.
 """
 
-from .buffers import aligned, is_aligned
-from .client import Client, Params, RunResult
-from .codec import Envelope, decode, encode
-from .devices import Device, DeviceUnavailable, parse_device
-from .dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
-from .errors import (
+from interop_runtime.client import ClusterSpec, LocalCluster, WorkerSpec
+from interop_runtime.client.client import Client
+from interop_runtime.client.results import Params, RunResult
+from interop_runtime.graph.builder import Graph
+from interop_runtime.graph.signatures import spec
+from interop_runtime.ops.compat.modelgraph import ModelGraph, OpInfo, ParamInfo, TensorInfo
+from interop_runtime.ops.migration import exportspec as exportspec
+from interop_runtime.ops.training import spec as trainspec  # noqa: F401 - a module plugins use
+from interop_runtime.transport.buffers import aligned, is_aligned
+from interop_runtime.wire.codec import Envelope, decode, encode
+from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.errors import (
     BadFrameError,
     BadHeaderError,
     BadTensorError,
     BusyError,
-    CancelledError_,
     DTypeMismatchError,
     ErrorCode,
     FunctionFailedError,
@@ -21,9 +28,10 @@ from .errors import (
     InteropError,
     LayoutMismatchError,
     ProtocolError,
+    RunCancelledError,
     RunError,
+    RunTimeoutError,
     ShapeMismatchError,
-    TimeoutError_,
     TooLargeError,
     UnknownFunctionError,
     UnknownKindError,
@@ -32,12 +40,10 @@ from .errors import (
     VersionError,
     WorkerLostError,
 )
-from .graph import Graph, GraphSpec
-from .launcher import ClusterSpec, LocalCluster, WorkerSpec
-from .messages import PROTOCOL_VERSION, FunctionSpec, TensorSpec
-from .modelgraph import ModelGraph, OpInfo, ParamInfo, TensorInfo
-from .plugin import PluginUnavailable, WorkerPlugin, import_callable
-from .signatures import spec
+from interop_runtime.wire.messages import PROTOCOL_VERSION, FunctionSpec, TensorSpec
+from interop_runtime.wire.payloads import GraphSpec
+from interop_runtime.worker.devices import Device, DeviceUnavailable, parse_device
+from interop_runtime.worker.plugin import PluginUnavailable, WorkerPlugin, import_callable
 
 __version__ = "0.1.0"
 
@@ -48,7 +54,6 @@ __all__ = [
     "BadHeaderError",
     "BadTensorError",
     "BusyError",
-    "CancelledError_",
     "Client",
     "ClusterSpec",
     "DTypeMismatchError",
@@ -70,12 +75,13 @@ __all__ = [
     "Params",
     "PluginUnavailable",
     "ProtocolError",
+    "RunCancelledError",
     "RunError",
     "RunResult",
+    "RunTimeoutError",
     "ShapeMismatchError",
     "TensorInfo",
     "TensorSpec",
-    "TimeoutError_",
     "TooLargeError",
     "UnknownFunctionError",
     "UnknownKindError",

@@ -1,3 +1,3 @@
-from .cli import main
+from interop_runtime.cli.app import main
 
 main()

@@ -21,10 +21,10 @@ import ml_dtypes
 import msgpack
 import numpy as np
 
-from interop_runtime.codec import encode
-from interop_runtime.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
-from interop_runtime.graph import GraphSpec, compile_graph
-from interop_runtime.messages import (
+from interop_runtime.graph.compile import compile_graph
+from interop_runtime.wire.codec import encode
+from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.messages import (
     PROTOCOL_VERSION,
     ControlMsg,
     DataMsg,
@@ -42,6 +42,7 @@ from interop_runtime.messages import (
     RunMsg,
     TensorSpec,
 )
+from interop_runtime.wire.payloads import GraphSpec
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 INVALID = GOLDEN / "invalid"

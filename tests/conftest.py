@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from interop_runtime import ClusterSpec, LocalCluster
-
-from interop_runtime.testing import numpy_worker  # noqa: F401 - re-exported for tests
+from interop_runtime.client.testing import numpy_worker  # noqa: F401 - re-exported for tests
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import zmq
 
-from interop_runtime import ErrorCode, Graph, PROTOCOL_VERSION
-from interop_runtime.codec import decode, encode, header_bytes
-from interop_runtime.messages import ControlMsg, DataMsg, QueryMsg, RunMsg
-from interop_runtime.testing import numpy_worker
+from interop_runtime import PROTOCOL_VERSION, ErrorCode, Graph
+from interop_runtime.client.testing import numpy_worker
+from interop_runtime.wire.codec import decode, encode, header_bytes
+from interop_runtime.wire.messages import ControlMsg, DataMsg, QueryMsg, RunMsg
 
 LIMIT = 1 << 20  # the coordinator's configured message size limit in these tests
 

@@ -20,11 +20,11 @@ pytest.importorskip("interop_tensorflow")
 pytest.importorskip("interop_torch")
 pytest.importorskip("interop_onnxruntime")
 
-from interop_runtime import Client, ClusterSpec, LocalCluster
-from interop_runtime.compat import CompatReport, Step, compare
-from interop_runtime.modelgraph import ModelGraph
-from interop_runtime.modelgraph_render import to_dot, to_mermaid
-from interop_runtime.param_mapping import apply_steps
+from interop_runtime import Client, ClusterSpec, LocalCluster, ops
+from interop_runtime.ops.compat.modelgraph import ModelGraph
+from interop_runtime.ops.compat.render import to_dot, to_mermaid
+from interop_runtime.ops.compat.report import CompatReport, Step, compare
+from interop_runtime.ops.params.mapping import apply_steps
 
 IMAGE = 6  # pooled 3x3x4: unequal sides, so a wrong row permutation cannot pass by symmetry
 CNN_INPUTS = [{"name": "image", "dtype": "float32", "shape": [None, 3, IMAGE, IMAGE],
@@ -87,7 +87,7 @@ def transforms(report: CompatReport) -> dict[tuple[str, str], list[str]]:
 # --- reports ---------------------------------------------------------------------------------
 
 def test_mlp_report_pairs_dense_kernels_with_transposed_linear_weights(client: Client) -> None:
-    r = client.compat("keras_mlp", "torch_mlp")
+    r = ops.compat(client, "keras_mlp", "torch_mlp")
     assert r.structure_matches and r.verdict.compatible and r.verdict.equivalent
     assert [b.types_a for b in r.alignment] == [["linear", "relu", "linear"]]
     assert transforms(r) == {("hidden/kernel", "hidden.weight"): ["transpose(1, 0)"],
@@ -102,7 +102,7 @@ def test_mlp_report_pairs_dense_kernels_with_transposed_linear_weights(client: C
 
 def test_cnn_report_transposes_convs_maps_batchnorm_and_permutes_flattened_rows(
         client: Client) -> None:
-    r = client.compat("keras_cnn", "torch_cnn")
+    r = ops.compat(client, "keras_cnn", "torch_cnn")
     assert r.structure_matches and r.verdict.compatible and r.verdict.equivalent, r.verdict
     assert [b.types_b for b in r.alignment] == [
         ["conv2d", "batchnorm", "relu", "maxpool2d", "linear"]]
@@ -124,7 +124,7 @@ def test_onnx_graph_of_the_exported_torch_mlp_matches_torch(client: Client) -> N
     graph = ModelGraph.model_validate(client.model_graph("onnx_mlp"))
     assert graph.framework == "onnx" and [o.framework_type for o in graph.ops] == [
         "Gemm", "Relu", "Gemm"]
-    r = client.compat("onnx_mlp", "torch_mlp")
+    r = ops.compat(client, "onnx_mlp", "torch_mlp")
     assert r.structure_matches and r.verdict.compatible and r.verdict.equivalent, r.verdict
     # torch.export keeps torch's names and Gemm(transB=1) keeps its (out, in) layout
     assert transforms(r) == {(n, n): [] for n in
@@ -134,7 +134,7 @@ def test_onnx_graph_of_the_exported_torch_mlp_matches_torch(client: Client) -> N
 
 
 def test_mismatched_models_are_reported_not_compatible(client: Client) -> None:
-    r = client.compat("keras_mlp", "torch_cnn")
+    r = ops.compat(client, "keras_mlp", "torch_cnn")
     assert not r.structure_matches and not r.verdict.compatible
     assert r.unmatched_b and any("no partner" in x for x in r.verdict.reasons)
     assert not all(p.fits for p in r.io)
@@ -161,7 +161,7 @@ def test_copy_mlp_params_gives_the_same_outputs(client: Client, src: str, dst: s
     _perturb(client, src)
     assert np.abs(forward(client, src, x) - forward(client, dst, x)).max() > 1e-3
     before = client.get_params(dst).version
-    assert client.copy_params(src, dst) == before + 1
+    assert ops.copy_params(client, src, dst) == before + 1
     np.testing.assert_allclose(forward(client, src, x), forward(client, dst, x), atol=1e-5,
                                rtol=0)
 
@@ -171,7 +171,7 @@ def test_copy_cnn_params_gives_the_same_outputs(client: Client, src: str, dst: s
     nhwc = np.random.default_rng(1).standard_normal((4, IMAGE, IMAGE, 3)).astype(np.float32)
     nchw = np.ascontiguousarray(nhwc.transpose(0, 3, 1, 2))
     _perturb(client, src)
-    client.copy_params(src, dst)
+    ops.copy_params(client, src, dst)
     np.testing.assert_allclose(forward(client, "keras_cnn", nhwc),
                                forward(client, "torch_cnn", nchw), atol=1e-5, rtol=0)
 
@@ -188,7 +188,7 @@ def test_copy_into_onnx_is_refused_cleanly(client: Client) -> None:
     from interop_runtime import UnsupportedError
 
     with pytest.raises(UnsupportedError):
-        client.copy_params("torch_mlp", "onnx_mlp")
+        ops.copy_params(client, "torch_mlp", "onnx_mlp")
 
 
 # --- drawing and the CLI -------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_neutral_graph_draws_as_mermaid_and_dot(client: Client) -> None:
 def test_cli_compat_table_json_and_draw_then_copy(cluster: LocalCluster) -> None:
     from typer.testing import CliRunner
 
-    from interop_runtime.cli import app
+    from interop_runtime.cli.app import app
 
     runner = CliRunner()
     addr = ["-c", cluster.address]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from interop_runtime import Graph
-from interop_runtime.codec import Envelope
-from interop_runtime.coordinator_state import CoordinatorState
-from interop_runtime.messages import (
+from interop_runtime.coordinator.state.machine import CoordinatorState
+from interop_runtime.wire.codec import Envelope
+from interop_runtime.wire.messages import (
     PROTOCOL_VERSION,
     ControlMsg,
     DataMsg,
@@ -92,7 +92,7 @@ def test_heartbeat_from_unknown_worker_asks_it_to_register() -> None:
 
 def test_per_connection_and_global_limits() -> None:
     st, _ = setup()
-    st.max_runs_per_client, st.max_runs_in_flight = 2, 3
+    st.admission.max_runs_per_client, st.admission.max_runs_in_flight = 2, 3
     x = {"x": np.ones(1, np.float32)}
 
     def run(peer: bytes, run_id: str) -> list:

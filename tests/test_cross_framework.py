@@ -19,9 +19,9 @@ pytest.importorskip("interop_tensorflow")
 pytest.importorskip("interop_torch")
 pytest.importorskip("interop_onnxruntime")
 
-from onnx import TensorProto, helper  # noqa: E402
+from onnx import TensorProto, helper
 
-from interop_runtime import (  # noqa: E402
+from interop_runtime import (
     WIRE_DTYPES,
     DTypeMismatchError,
     Graph,
@@ -77,7 +77,7 @@ def workers(models: dict[str, Path]) -> list[dict[str, Any]]:
         {"name": "torch", "plugin": "torch", "config": {"factory": "torch.nn:Identity"}},
         {"name": "onnx", "plugin": "onnxruntime", "config": {"model": str(models["onnx"])}},
         {"name": "np", "plugin": "numpy", "config": {"functions": {"echo": {
-            "callable": "interop_runtime.plugins.numpy_ops:echo",
+            "callable": "interop_runtime.worker.numpy_ops:echo",
             "inputs": any_specs, "outputs": any_specs}}}},
     ]
 

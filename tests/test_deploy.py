@@ -70,7 +70,7 @@ def test_yaml_parses(path: Path) -> None:
 
 
 def test_example_configs_load_as_worker_configs() -> None:
-    from interop_runtime.pipeline import PipelineSpec
+    from interop_runtime.graph.pipeline import PipelineSpec
 
     spec = PipelineSpec.from_yaml(DEPLOY / "examples" / "pipeline.yaml")
     assert {n.worker for n in spec.graph.nodes.values()} == {"tf", "torch"}
@@ -188,7 +188,7 @@ def test_k8s_shape() -> None:
 def _cli_options(group: str) -> set[str]:
     import typer
 
-    from interop_runtime.cli import app
+    from interop_runtime.cli.app import app
 
     cmd = typer.main.get_command(app)
     start = cmd.commands[group].commands["start"]  # type: ignore[attr-defined]
@@ -298,7 +298,7 @@ def _probe(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 def test_probe_against_a_live_curve_cluster(start_cluster) -> None:
-    from interop_runtime.testing import numpy_worker
+    from interop_runtime.client.testing import numpy_worker
 
     cluster = start_cluster(numpy_worker("w1", "scale"), curve=True)
     keys = cluster.keys_dir

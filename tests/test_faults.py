@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from interop_runtime import Graph, WorkerLostError
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.testing import numpy_worker
 
 
 def test_sigkill_mid_run_fails_the_run_and_coordinator_keeps_serving(start_cluster) -> None:

@@ -17,8 +17,8 @@ pytest.importorskip("interop_torch")
 pytest.importorskip("interop_onnxruntime")
 
 from interop_runtime import FunctionFailedError, Graph
-from interop_runtime.plugins import fusion_ops
-from interop_runtime.plugins.fusion_ops import fusion_worker
+from interop_runtime.ops import fusion as fusion_ops
+from interop_runtime.ops.fusion import fusion_worker
 
 BRANCHES = ("tf", "torch", "onnx")
 

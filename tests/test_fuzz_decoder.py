@@ -13,9 +13,9 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interop_runtime import ProtocolError, WIRE_DTYPES
-from interop_runtime.codec import decode, encode
-from interop_runtime.messages import KINDS, PROTOCOL_VERSION, DataMsg
+from interop_runtime import WIRE_DTYPES, ProtocolError
+from interop_runtime.wire.codec import decode, encode
+from interop_runtime.wire.messages import KINDS, PROTOCOL_VERSION, DataMsg
 
 EXAMPLES = int(os.environ.get("INTEROP_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=not os.environ.get(

@@ -13,8 +13,9 @@ from interop_runtime import (
     UnknownFunctionError,
     UnknownTargetError,
 )
-from interop_runtime.graph import compile_graph, validate
-from interop_runtime.messages import FunctionSpec, TensorSpec
+from interop_runtime.graph.compile import compile_graph
+from interop_runtime.graph.validate import validate
+from interop_runtime.wire.messages import FunctionSpec, TensorSpec
 
 
 def fn(name: str, ins: list[tuple], outs: list[tuple]) -> FunctionSpec:

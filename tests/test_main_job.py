@@ -16,7 +16,7 @@ pytest.importorskip("interop_tensorflow")
 pytest.importorskip("interop_torch")
 pytest.importorskip("interop_onnxruntime")
 
-from interop_runtime import LocalCluster  # noqa: E402
+from interop_runtime import LocalCluster
 
 DEMO = Path(__file__).resolve().parents[1] / "examples" / "resnet" / "demo.py"
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from interop_runtime.parity import Tolerance, compare, compare_output
+from interop_runtime.ops.migration.parity import Tolerance, compare, compare_output
 
 pytest.importorskip("torch")
 pytest.importorskip("tensorflow")
@@ -23,7 +23,7 @@ pytest.importorskip("interop_torch")
 pytest.importorskip("interop_tensorflow")
 pytest.importorskip("interop_onnxruntime")
 
-from interop_runtime.migration import (
+from interop_runtime.ops.migration.migrate import (
     example_inputs,
     export_onnx,
     migrate,

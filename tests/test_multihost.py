@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from interop_runtime.security import generate_keys
+from interop_runtime.transport.security import generate_keys
 
 REPO = Path(__file__).resolve().parents[1]
 COORD_IP, WORKER_IP, PORT = "10.231.7.1", "10.231.7.2", 47001
@@ -85,7 +85,7 @@ def test_two_hosts_over_curve_survive_a_cut_link(hosts, tmp_path) -> None:
     for name in ("coordinator", "remote", "client"):
         generate_keys(keys, name)
     (tmp_path / "w.yaml").write_text(yaml.safe_dump(
-        {"functions": {"scale": "interop_runtime.plugins.numpy_ops:scale"}}))
+        {"functions": {"scale": "interop_runtime.worker.numpy_ops:scale"}}))
     procs = [in_ns(coord_ns, "coordinator", "start", "--bind", f"tcp://{COORD_IP}:{PORT}",
                    "--state", ":memory:", "--heartbeat", "0.5",
                    "--key", str(keys / "coordinator.key_secret"),

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from interop_runtime import Graph
-from interop_runtime.launcher import free_tcp_address
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.cluster import free_tcp_address
+from interop_runtime.client.testing import numpy_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

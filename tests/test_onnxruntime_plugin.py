@@ -23,11 +23,11 @@ pytest.importorskip("interop_torch")
 # raised inside torch.onnx.export on torch 2.13; not ours to fix
 pytestmark = pytest.mark.filterwarnings("ignore:`isinstance\\(treespec, LeafSpec\\)`:FutureWarning")
 
-from interop_onnxruntime import OnnxRuntimePlugin  # noqa: E402
-from onnx import TensorProto, helper  # noqa: E402
-from torch import nn  # noqa: E402
+from onnx import TensorProto, helper
+from torch import nn
 
-from interop_runtime import (  # noqa: E402
+from interop_onnxruntime import OnnxRuntimePlugin
+from interop_runtime import (
     DeviceUnavailable,
     Graph,
     InteropError,
@@ -38,7 +38,7 @@ from interop_runtime import (  # noqa: E402
     UnsupportedError,
     to_numpy_dtype,
 )
-from interop_runtime.plugin import create_plugin  # noqa: E402
+from interop_runtime.worker.plugin import create_plugin
 
 NO_CUDA_EP = pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
                                 reason="this test needs onnxruntime without CUDA")

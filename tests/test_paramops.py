@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from interop_runtime import paramops
-from interop_runtime.paramops import ParamVersionConflict
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.testing import numpy_worker
+from interop_runtime.ops.params import plane as paramops
+from interop_runtime.ops.params.plane import ParamVersionConflict
 
 
 def linear_worker(name: str, seed: int) -> dict[str, Any]:

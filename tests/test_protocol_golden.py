@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import zmq
 
-from interop_runtime.codec import decode, encode
-from interop_runtime.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
-from interop_runtime.errors import ProtocolError, error_class
-from interop_runtime.messages import KINDS, PROTOCOL_VERSION, DataMsg
+from interop_runtime.wire.codec import decode, encode
+from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.errors import ProtocolError, error_class
+from interop_runtime.wire.messages import KINDS, PROTOCOL_VERSION, DataMsg
 
 PROTOCOL = Path(__file__).resolve().parent.parent / "protocol"
 GOLDEN = PROTOCOL / "golden"

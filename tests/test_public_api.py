@@ -6,12 +6,12 @@ import interop_runtime
 
 PUBLIC = {
     "PROTOCOL_VERSION", "WIRE_DTYPES", "BadFrameError", "BadHeaderError", "BadTensorError",
-    "BusyError", "CancelledError_", "Client", "ClusterSpec", "DTypeMismatchError", "Device",
+    "BusyError", "RunCancelledError", "Client", "ClusterSpec", "DTypeMismatchError", "Device",
     "DeviceUnavailable", "Envelope", "ErrorCode", "FunctionFailedError", "FunctionSpec", "Graph",
     "GraphError", "GraphSpec", "InteropError", "LayoutMismatchError", "LocalCluster",
     "ModelGraph", "OpInfo", "ParamInfo", "Params",
     "PluginUnavailable", "ProtocolError", "RunError", "RunResult", "ShapeMismatchError",
-    "TensorInfo", "TensorSpec", "TimeoutError_", "TooLargeError", "UnknownFunctionError",
+    "TensorInfo", "TensorSpec", "RunTimeoutError", "TooLargeError", "UnknownFunctionError",
     "UnknownKindError",
     "UnknownTargetError", "UnsupportedError", "VersionError", "WorkerLostError", "WorkerPlugin",
     "WorkerSpec", "aligned", "decode", "encode", "import_callable", "is_aligned",
@@ -41,3 +41,31 @@ def test_core_imports_no_framework() -> None:
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_run_timeout_is_a_builtin_timeout() -> None:
+    err = interop_runtime.RunTimeoutError("run r passed its deadline", node="a")
+    assert isinstance(err, TimeoutError)
+    assert isinstance(err, interop_runtime.RunError)
+    assert interop_runtime.ErrorCode("timeout") is err.code
+
+
+def test_framework_plugins_import_only_the_public_surface() -> None:
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "workers"
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                if node.module.startswith("interop_runtime."):
+                    offenders.append(f"{path.relative_to(root)}: from {node.module}")
+                elif node.module == "interop_runtime":
+                    offenders += [f"{path.relative_to(root)}: {a.name} is not public"
+                                  for a in node.names
+                                  if a.name not in PUBLIC | {"exportspec", "trainspec", "ops"}]
+            elif isinstance(node, ast.Import):
+                offenders += [f"{path.relative_to(root)}: import {a.name}" for a in node.names
+                              if a.name.startswith("interop_runtime.")]
+    assert not offenders, offenders

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from interop_runtime import (
-    CancelledError_,
     FunctionFailedError,
     Graph,
-    TimeoutError_,
+    RunCancelledError,
+    RunTimeoutError,
     UnknownFunctionError,
     UnknownTargetError,
 )
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.testing import numpy_worker
 
 
 def diamond() -> Graph:
@@ -75,7 +75,7 @@ def test_concurrent_runs_each_get_their_own_result(three) -> None:
                 for i in range(10):
                     x = np.full((2, 2), seed * 100 + i, dtype=np.float32)
                     np.testing.assert_array_equal(c.run("diamond", {"x": x})["out"], expected(x))
-            except BaseException as exc:  # noqa: BLE001
+            except BaseException as exc:
                 errors.append(exc)
         threads = [threading.Thread(target=worker, args=(s,)) for s in range(8)]
         for t in threads:
@@ -136,11 +136,11 @@ def test_run_deadline_and_cancel(three) -> None:
     g = Graph("slow").node("s", "w1", "sleep", seconds=1.5).input("x", "s.x").output("y", "s.y")
     with three.client() as c:
         c.register(g)
-        with pytest.raises(TimeoutError_, match="s on w1"):
+        with pytest.raises(RunTimeoutError, match="s on w1"):
             c.run("slow", {"x": np.ones(1, np.float32)}, timeout_s=0.3)
         fut = c.submit("slow", {"x": np.ones(1, np.float32)}, run_id="to-cancel")
         c.cancel("to-cancel")
-        with pytest.raises(CancelledError_):
+        with pytest.raises(RunCancelledError):
             fut.result(timeout=10)
 
 

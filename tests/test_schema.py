@@ -9,8 +9,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from interop_runtime.messages import KINDS, PROTOCOL_VERSION
-from interop_runtime.schema import SCHEMA_PATH, json_schema
+from interop_runtime.wire.messages import KINDS, PROTOCOL_VERSION
+from interop_runtime.wire.schema import SCHEMA_PATH, json_schema
 
 GOLDEN = Path(__file__).resolve().parent.parent / "protocol" / "golden"
 VALID = sorted(GOLDEN.glob("*.json"))
@@ -29,7 +29,7 @@ def test_schema_file_matches_the_models(schema: dict[str, Any]) -> None:
     generated = json.loads(json.dumps(json_schema()))  # tuples -> lists, as in the file
     assert schema == generated, (
         "protocol/schema.json is out of date with interop_runtime/messages.py; "
-        "run `.venv/bin/python -m interop_runtime.schema` and commit the result")
+        "run `.venv/bin/python -m interop_runtime.wire.schema` and commit the result")
 
 
 def test_schema_is_valid_draft_2020_12(schema: dict[str, Any]) -> None:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import zmq
 
-from interop_runtime import Client, Graph, TimeoutError_
-from interop_runtime.security import Security, generate_keys, is_loopback
-from interop_runtime.testing import numpy_worker
+from interop_runtime import Client, Graph, RunTimeoutError
+from interop_runtime.client.testing import numpy_worker
+from interop_runtime.transport.security import Security, generate_keys, is_loopback
 
 
 def test_cluster_runs_over_curve_and_rejects_strangers(start_cluster, tmp_path) -> None:
@@ -28,15 +28,15 @@ def test_cluster_runs_over_curve_and_rejects_strangers(start_cluster, tmp_path) 
     public, secret = generate_keys(tmp_path / "stranger", "stranger", authorize=False)
     stranger = Security.from_files(secret, None, cluster.keys_dir / "coordinator.key")
     with Client(cluster.address, security=stranger, timeout_s=2) as c, \
-            pytest.raises(TimeoutError_):
+            pytest.raises(RunTimeoutError):
         c.status()
     # a peer with no key at all (plain text)
-    with Client(cluster.address, timeout_s=2) as c, pytest.raises(TimeoutError_):
+    with Client(cluster.address, timeout_s=2) as c, pytest.raises(RunTimeoutError):
         c.status()
     # a peer that pins the wrong server key
     other_pub, _ = generate_keys(tmp_path / "other", "other", authorize=False)
     wrong = Security.from_files(cluster.keys_dir / "client.key_secret", None, other_pub)
-    with Client(cluster.address, security=wrong, timeout_s=2) as c, pytest.raises(TimeoutError_):
+    with Client(cluster.address, security=wrong, timeout_s=2) as c, pytest.raises(RunTimeoutError):
         c.status()
     # and the cluster still serves its own clients
     with cluster.client() as c:
@@ -67,7 +67,7 @@ def test_plain_text_refused_off_loopback() -> None:
 
 def test_wildcard_bind_needs_an_advertised_address(tmp_path) -> None:
     config = tmp_path / "w.yaml"
-    config.write_text("functions: {identity: 'interop_runtime.plugins.numpy_ops:identity'}\n")
+    config.write_text("functions: {identity: 'interop_runtime.worker.numpy_ops:identity'}\n")
     proc = subprocess.run([sys.executable, "-m", "interop_runtime", "worker", "start",
                            "--plugin", "numpy", "--config", str(config), "--insecure",
                            "--bind", "tcp://0.0.0.0:0", "--coordinator", "tcp://127.0.0.1:1"],

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from interop_runtime import Graph
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.testing import numpy_worker
 
 RUNS = int(os.environ.get("INTEROP_SOAK_RUNS", "640"))
 CLIENTS = int(os.environ.get("INTEROP_SOAK_CLIENTS", "32"))

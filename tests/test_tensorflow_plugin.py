@@ -18,9 +18,9 @@ import pytest
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("interop_tensorflow")
 
-import keras  # noqa: E402
+import keras
 
-from interop_runtime import (  # noqa: E402
+from interop_runtime import (
     WIRE_DTYPES,
     DeviceUnavailable,
     DTypeMismatchError,
@@ -30,9 +30,9 @@ from interop_runtime import (  # noqa: E402
     UnknownTargetError,
     to_numpy_dtype,
 )
-from interop_runtime.plugin import available_plugins, create_plugin  # noqa: E402
-from interop_tensorflow import TensorFlowPlugin  # noqa: E402
-from interop_tensorflow.models import resnet50_features, tiny_cnn, tiny_mlp  # noqa: E402
+from interop_runtime.worker.plugin import available_plugins, create_plugin
+from interop_tensorflow import TensorFlowPlugin
+from interop_tensorflow.models import resnet50_features, tiny_cnn, tiny_mlp
 
 # Keras' own convert_to_numpy (model.save, get_weights) calls np.array on a tf.Tensor
 pytestmark = pytest.mark.filterwarnings(
@@ -291,7 +291,7 @@ def test_cuda_without_gpu_is_device_unavailable() -> None:
 
 def test_missing_tensorflow_names_what_to_install() -> None:
     code = ("import sys; sys.modules['tensorflow'] = None\n"
-            "from interop_runtime.plugin import create_plugin\n"
+            "from interop_runtime.worker.plugin import create_plugin\n"
             "create_plugin('tensorflow', {'factory': 'm:f'}, 'cpu')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0

@@ -22,11 +22,10 @@ pytest.importorskip("interop_torch")
 # TorchScript is deprecated in torch 2.13 but still a source the plugin supports
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:DeprecationWarning")
 
-from interop_torch import TorchPlugin  # noqa: E402
-from safetensors.torch import load_file, save_file  # noqa: E402
-from torch import nn  # noqa: E402
+from safetensors.torch import load_file, save_file
+from torch import nn
 
-from interop_runtime import (  # noqa: E402
+from interop_runtime import (
     WIRE_DTYPES,
     DeviceUnavailable,
     DTypeMismatchError,
@@ -39,7 +38,8 @@ from interop_runtime import (  # noqa: E402
     UnknownTargetError,
     to_numpy_dtype,
 )
-from interop_runtime.plugin import create_plugin  # noqa: E402
+from interop_runtime.worker.plugin import create_plugin
+from interop_torch import TorchPlugin
 
 HERE = __name__  # factories below are importable as f"{HERE}:name" in this process
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="this test needs a GPU-less host")

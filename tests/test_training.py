@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from interop_runtime import trainspec
-from interop_runtime.train_data import Split, stratified_split
+from interop_runtime.ops.training import spec as trainspec
+from interop_runtime.ops.training.data import Split, stratified_split
 
 pytest.importorskip("sklearn")
 pytest.importorskip("interop_torch")
@@ -27,14 +27,8 @@ from interop_runtime import (
     ShapeMismatchError,
     TensorSpec,
 )
-from interop_runtime.train_data import digits
-from interop_runtime.training import (
-    distill,
-    distill_graph,
-    evaluate,
-    fine_tune,
-    restore,
-)
+from interop_runtime.ops.training.data import digits
+from interop_runtime.ops.training.loops import distill, distill_graph, evaluate, fine_tune, restore
 
 STUDENT = {"factory": "interop_torch.models:mlp", "kwargs": {"seed": 0, "hidden": 16},
            "inputs": [{"name": "x", "dtype": "float32", "shape": [None, 64]}],
@@ -227,7 +221,7 @@ def test_cli_finetune_from_npz_and_distill(cluster: LocalCluster, tmp_path: Path
                                            data: Split, teacher_history: Any) -> None:
     from typer.testing import CliRunner
 
-    from interop_runtime.cli import app
+    from interop_runtime.cli.app import app
 
     npz = tmp_path / "d.npz"
     np.savez(npz, x=data.x_train[:300], y=data.y_train[:300])

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from interop_runtime import Graph
-from interop_runtime.testing import numpy_worker
+from interop_runtime.client.testing import numpy_worker
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -20,8 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from interop_runtime import ClusterSpec, LocalCluster
-from interop_runtime.train_data import digits
-from interop_runtime.training import distill, evaluate, fine_tune
+from interop_runtime.ops.training.data import digits
+from interop_runtime.ops.training.loops import distill, evaluate, fine_tune
 
 console = Console()
 

@@ -48,7 +48,7 @@ def export_onnx(loaded: Loaded, tf: Any, args: Any) -> dict[str, np.ndarray]:
     for name, convert in _converters(loaded, tf):
         try:
             model = convert(signature, opset)
-        except Exception as exc:  # noqa: BLE001 - try the next converter, say why
+        except Exception as exc:
             log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
             failures.append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
             continue

@@ -12,8 +12,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-import keras  # noqa: E402  (after choosing the backend)
-from keras import initializers, layers  # noqa: E402
+import keras
+from keras import initializers, layers
 
 
 def _init(seed: int, stddev: float | None = None) -> initializers.Initializer:

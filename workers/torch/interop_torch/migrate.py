@@ -47,7 +47,7 @@ def export_onnx(model: torch.nn.Module, forward: FunctionSpec, device: torch.dev
         try:
             data = _dynamo(model, examples, dynamic, in_names, out_names, opset)
             info["exporter"] = "torch.onnx.export(dynamo=True)"
-        except Exception as exc:  # noqa: BLE001 - any exporter failure: try the older one
+        except Exception as exc:
             log.warning("dynamo ONNX export failed (%s: %s); trying dynamo=False",
                         type(exc).__name__, exc)
             info["fallback_reason"] = f"{type(exc).__name__}: {str(exc)[:500]}"

@@ -72,7 +72,7 @@ def build(model: nn.Module, spec: FunctionSpec | None) -> ModelGraph:
             graph = _from_export(model, examples, ins, outs)
             graph.notes = notes + graph.notes
             return graph
-        except Exception as exc:  # noqa: BLE001 - any export failure falls back, with a note
+        except Exception as exc:
             notes.append(f"torch.export failed ({type(exc).__name__}: {str(exc)[:200]}); "
                          "used FX symbolic tracing")
     else:
@@ -80,7 +80,7 @@ def build(model: nn.Module, spec: FunctionSpec | None) -> ModelGraph:
                      "used FX symbolic tracing (no tensor shapes)")
     try:
         graph = _from_fx(model, ins, outs)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         notes.append(f"FX tracing failed ({type(exc).__name__}); parameters only")
         graph = _params_only(model, ins, outs)
     graph.notes = notes + graph.notes
@@ -120,7 +120,7 @@ def _from_export(model: nn.Module, examples: list[torch.Tensor], ins: list[Tenso
     dynamic = tuple({i: auto for i, d in enumerate(s.shape or []) if d is None} for s in ins)
     try:
         program = torch.export.export(model, tuple(examples), dynamic_shapes=dynamic)
-    except Exception:  # noqa: BLE001 - some models only export with static shapes
+    except Exception:
         program = torch.export.export(model, tuple(examples))
     sig = program.graph_signature
     owned = {**sig.inputs_to_parameters, **sig.inputs_to_buffers}  # placeholder -> state name

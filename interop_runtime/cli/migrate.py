@@ -1,0 +1,79 @@
+"""`interop migrate WORKER --to onnx --out model.onnx`: export a worker's model to ONNX,
+serve it on a temporary onnxruntime worker, and print the parity report (registered by
+app.py). Exit codes: 0 parity passes, 1 parity fails, 2 the migration itself failed."""
+
+# no `from __future__ import annotations`: typer reads the option types at runtime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from interop_runtime.cli.common import (
+    DEFAULT_ADDRESS,
+    CoordKeyOpt,
+    CoordOpt,
+    KeyOpt,
+    connect,
+    console,
+)
+
+PARITY_FAILED = 1
+MIGRATION_FAILED = 2
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `migrate` command to the main app."""
+
+    @app.command()
+    def migrate(
+        worker: Annotated[str, typer.Argument(help="The worker whose model to migrate "
+                                                   "(started with `export: true`).")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Where the .onnx file goes.")],
+        to: Annotated[str, typer.Option("--to", help="Target format (onnx).")] = "onnx",
+        function: Annotated[str, typer.Option("--function", help="The function to compare.")] =
+            "forward",
+        batch: Annotated[int, typer.Option("--batch", help="Size of dynamic dims in the "
+                                                           "generated inputs.")] = 2,
+        opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset (default: the "
+                                                                  "exporter's).")] = None,
+        rtol: Annotated[float, typer.Option("--rtol", help="Relative tolerance.")] = 1e-3,
+        atol: Annotated[float, typer.Option("--atol", help="Absolute tolerance.")] = 1e-5,
+        target: Annotated[str | None, typer.Option(
+            "--target", help="An onnxruntime worker already serving --out (default: start a "
+                             "temporary one; needed on CURVE clusters).")] = None,
+        seed: Annotated[int, typer.Option("--seed", help="Seed of the generated inputs.")] = 0,
+        json_out: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+        coordinator: CoordOpt = DEFAULT_ADDRESS,
+        key: KeyOpt = None,
+        coordinator_key: CoordKeyOpt = None,
+        timeout: Annotated[float, typer.Option("--timeout", help="Per-request timeout (s); "
+                                                                 "exports can be slow.")] = 300.0,
+    ) -> None:
+        """Export WORKER's model to ONNX and check the copy against the original."""
+        from interop_runtime.ops.migration.migrate import migrate as run_migration
+        from interop_runtime.ops.migration.parity import Tolerance
+        from interop_runtime.wire.errors import InteropError
+
+        if to != "onnx":
+            console.print(f"[red]error:[/red] only --to onnx is supported, not {escape(to)!r}")
+            raise typer.Exit(MIGRATION_FAILED)
+        try:
+            with connect(coordinator, key, coordinator_key, timeout) as c:
+                report = run_migration(c, worker, out, function=function, target_worker=target,
+                                       opset=opset, batch=batch, seed=seed, timeout_s=timeout,
+                                       tolerance=Tolerance(rtol=rtol, atol=atol))
+        except (InteropError, ValueError, OSError) as exc:
+            console.print(f"[red]migration failed:[/red] {escape(str(exc))}", soft_wrap=True)
+            raise typer.Exit(MIGRATION_FAILED) from None
+        if json_out:
+            print(report.to_json())
+        else:
+            console.print(report.table())
+            console.print(f"{escape(report.onnx_path or '')}: {report.onnx_bytes} bytes, "
+                          f"exporter {escape(report.exporter or '?')}, opset {report.opset}",
+                          soft_wrap=True)
+            for note in report.notes:
+                console.print(f"[yellow]note:[/yellow] {escape(note)}", soft_wrap=True)
+        if not report.passed:
+            raise typer.Exit(PARITY_FAILED)

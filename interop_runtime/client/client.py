@@ -1,0 +1,291 @@
+"""The Python client: talks to the coordinator over one DEALER socket.
+
+One I/O thread owns the socket (ZeroMQ sockets are not thread-safe); callers in
+any thread hand it frames through an inproc pipe and wait on a Future, so many
+runs can be in flight at once from threads or from asyncio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import threading
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+import numpy as np
+import zmq
+
+from interop_runtime.client.results import Params, RunResult
+from interop_runtime.graph.builder import Graph
+from interop_runtime.transport.security import Security
+from interop_runtime.transport.sockets import connect_dealer
+from interop_runtime.wire.codec import Envelope, decode, encode, new_id
+from interop_runtime.wire.deadline import DEFAULT_REQUEST_TIMEOUT_S
+from interop_runtime.wire.errors import InteropError, RunTimeoutError, make_error
+from interop_runtime.wire.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    ErrorMsg,
+    GraphMsg,
+    Header,
+    ParamMsg,
+    QueryMsg,
+    ReplyMsg,
+    RunMsg,
+)
+from interop_runtime.wire.payloads import GraphSpec
+
+log = logging.getLogger("interop.client")
+_pipe_ids = itertools.count()
+
+
+def _as_spec(graph: Graph | GraphSpec | Mapping[str, Any]) -> GraphSpec:
+    if isinstance(graph, Graph):
+        return graph.spec()
+    if isinstance(graph, GraphSpec):
+        return graph
+    return GraphSpec.model_validate(graph)
+
+
+class Client:
+    def __init__(self, address: str, *, timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
+                 max_message_bytes: int | None = None, security: Security | None = None) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self.ctx = zmq.Context.instance()
+        self._pipe_addr = f"inproc://interop-client-{next(_pipe_ids)}-{id(self)}"
+        self._pull = self.ctx.socket(zmq.PULL)
+        self._pull.bind(self._pipe_addr)
+        self._push = self.ctx.socket(zmq.PUSH)
+        self._push.setsockopt(zmq.LINGER, 0)
+        self._push.connect(self._pipe_addr)
+        self._push_lock = threading.Lock()
+        self._dealer = connect_dealer(self.ctx, address, max_message_bytes=max_message_bytes,
+                                      security=security)
+        self._futures: dict[str, Future[Envelope]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+        self._registered: dict[str, str] = {}  # graph name -> spec json, to skip re-registering
+        self._thread = threading.Thread(target=self._io_loop, name="interop-client", daemon=True)
+        self._thread.start()
+
+    # --- plumbing -------------------------------------------------------------------------
+
+    def _io_loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._dealer, zmq.POLLIN)
+        poller.register(self._pull, zmq.POLLIN)
+        try:
+            while True:
+                for sock, _ in poller.poll():
+                    if sock is self._pull:
+                        frames = self._pull.recv_multipart(copy=False)
+                        if len(frames) == 1 and frames[0].bytes == b"":
+                            return  # close() asked us to stop
+                        self._dealer.send_multipart(frames, copy=False)
+                    else:
+                        self._on_reply(self._dealer.recv_multipart(copy=False))
+        finally:
+            self._dealer.close(0)
+            self._pull.close(0)
+            with self._lock:
+                for fut in self._futures.values():
+                    if not fut.done():
+                        fut.set_exception(InteropError("client closed"))
+
+    def _on_reply(self, frames: list[Any]) -> None:
+        try:
+            env = decode(frames)
+        except InteropError as exc:
+            log.warning("undecodable reply: %s", exc)
+            return
+        msg = env.msg
+        reply_to = getattr(msg, "reply_to", None)
+        with self._lock:
+            fut = self._futures.pop(reply_to or "", None)
+        if fut is None:
+            if isinstance(msg, ErrorMsg):
+                log.warning("error not tied to a request: %s", msg.message)
+            return
+        if isinstance(msg, ErrorMsg):
+            fut.set_exception(make_error(msg.code, msg.message, field=msg.field, node=msg.node,
+                                         edge=msg.edge, worker=msg.worker))
+        elif isinstance(msg, ReplyMsg):
+            fut.set_result(env)
+        else:
+            fut.set_exception(InteropError(f"unexpected {msg.kind} reply"))
+
+    def request_async(self, msg: Header, arrays: Mapping[str, Any] | None = None
+                      ) -> Future[Envelope]:
+        """Send a request; the Future resolves to the reply or raises its typed error."""
+        if self._closed:
+            raise InteropError("client is closed")
+        fut: Future[Envelope] = Future()
+        frames = encode(msg, arrays)
+        with self._lock:
+            self._futures[msg.id] = fut
+        with self._push_lock:
+            self._push.send_multipart(frames, copy=False)
+        return fut
+
+    def wait(self, fut: Future[Any], timeout_s: float | None = None, what: str = "reply") -> Any:
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        try:
+            return fut.result(timeout=timeout)
+        except InteropError:
+            raise  # the answer was an error (a RunTimeoutError is a FutureTimeout too)
+        except FutureTimeout:
+            with self._lock:
+                for k, f in list(self._futures.items()):
+                    if f is fut:
+                        del self._futures[k]
+            raise RunTimeoutError(f"no {what} from {self.address} within {timeout:.1f}s") from None
+
+    def request(self, msg: Header, arrays: Mapping[str, Any] | None = None,
+                timeout_s: float | None = None) -> Envelope:
+        return self.wait(self.request_async(msg, arrays), timeout_s)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with self._push_lock:
+            self._push.send(b"")
+            self._thread.join(timeout=5)
+            self._push.close(0)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _hdr(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "id": new_id(), "src": "client"}
+
+    # --- the coordinator ------------------------------------------------------------------------
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Registered workers: name, plugin, device, endpoint, alive, functions."""
+        return self.request(QueryMsg(**self._hdr(), what="workers")).msg.body["workers"]
+
+    def functions(self, worker: str) -> dict[str, dict[str, Any]]:
+        for w in self.workers():
+            if w["name"] == worker:
+                return {f["name"]: f for f in w["functions"]}
+        raise make_error("unknown_target", f"no worker named {worker!r}", worker=worker)
+
+    def status(self) -> dict[str, Any]:
+        return self.request(QueryMsg(**self._hdr(), what="status")).msg.body
+
+    def graphs(self) -> list[dict[str, Any]]:
+        return self.request(QueryMsg(**self._hdr(), what="graphs")).msg.body["graphs"]
+
+    def runs(self) -> dict[str, Any]:
+        return self.request(QueryMsg(**self._hdr(), what="runs")).msg.body
+
+    def validate(self, graph: Graph | GraphSpec | Mapping[str, Any]) -> list[str]:
+        """Check a graph against the live workers; returns its topological order."""
+        spec = _as_spec(graph)
+        msg = GraphMsg(**self._hdr(), op="validate", spec=spec.model_dump())
+        return self.request(msg).msg.body["order"]
+
+    def register(self, graph: Graph | GraphSpec | Mapping[str, Any]) -> dict[str, Any]:
+        """Validate, compile and install a graph on its workers."""
+        spec = _as_spec(graph)
+        body = self.request(GraphMsg(**self._hdr(), op="register", spec=spec.model_dump())).msg.body
+        self._registered[spec.name] = spec.model_dump_json()
+        return body
+
+    def drop(self, name: str) -> None:
+        self.request(GraphMsg(**self._hdr(), op="drop", graph=name))
+        self._registered.pop(name, None)
+
+    def _graph_name(self, graph: str | Graph | GraphSpec | Mapping[str, Any]) -> str:
+        if isinstance(graph, str):
+            return graph
+        spec = _as_spec(graph)
+        if self._registered.get(spec.name) != spec.model_dump_json():
+            self.register(spec)
+        return spec.name
+
+    def submit(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
+               inputs: Mapping[str, Any], *, timeout_s: float | None = None,
+               run_id: str | None = None) -> Future[RunResult]:
+        """Start a run; the Future resolves to its RunResult."""
+        name = self._graph_name(graph)
+        msg = RunMsg(**self._hdr(), graph=name, run=run_id or new_id(), timeout_s=timeout_s)
+        raw = self.request_async(msg, {k: np.asarray(v) if not hasattr(v, "dtype") else v
+                                       for k, v in inputs.items()})
+        out: Future[RunResult] = Future()
+
+        def done(f: Future[Envelope]) -> None:
+            try:
+                env = f.result()
+            except BaseException as exc:
+                out.set_exception(exc)
+            else:
+                out.set_result(RunResult(env.arrays, env.msg.body))
+        raw.add_done_callback(done)
+        return out
+
+    def run(self, graph: str | Graph | GraphSpec | Mapping[str, Any], inputs: Mapping[str, Any],
+            *, timeout_s: float | None = None) -> RunResult:
+        """Run a graph once and return its outputs."""
+        timeout = timeout_s if timeout_s is not None else self.timeout_s
+        return self.wait(self.submit(graph, inputs, timeout_s=timeout), timeout + 1.0, "run result")
+
+    async def run_async(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
+                        inputs: Mapping[str, Any], *, timeout_s: float | None = None) -> RunResult:
+        fut = self.submit(graph, inputs, timeout_s=timeout_s)
+        timeout = (timeout_s if timeout_s is not None else self.timeout_s) + 1.0
+        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+
+    def start(self, graph: str | Graph | GraphSpec | Mapping[str, Any], inputs: Mapping[str, Any],
+              *, timeout_s: float | None = None) -> str:
+        """Start a detached run; collect it later with result(run_id)."""
+        name = self._graph_name(graph)
+        msg = RunMsg(**self._hdr(), graph=name, run=new_id(), timeout_s=timeout_s, detach=True)
+        return self.request(msg, inputs).msg.body["run"]
+
+    def result(self, run_id: str) -> RunResult:
+        """Collect a detached (or undelivered) run's outputs; each result is collected once."""
+        env = self.request(QueryMsg(**self._hdr(), what="result", run=run_id))
+        return RunResult(env.arrays, env.msg.body)
+
+    def cancel(self, run_id: str) -> None:
+        self.request(ControlMsg(**self._hdr(), action="cancel", run=run_id))
+
+    # --- one worker ----------------------------------------------------------------------------
+
+    def call(self, worker: str, function: str, inputs: Mapping[str, Any] | None = None,
+             *, timeout_s: float | None = None, **args: Any) -> dict[str, np.ndarray]:
+        """Invoke one function on one worker (CONTROL invoke) and return its outputs."""
+        msg = ControlMsg(**self._hdr(), dst=worker, action="invoke", function=function, args=args)
+        return dict(self.request(msg, inputs or {}, timeout_s).arrays)
+
+    def control(self, worker: str, action: str, **kwargs: Any) -> dict[str, Any]:
+        msg = ControlMsg(**self._hdr(), dst=worker, action=action, **kwargs)
+        return self.request(msg).msg.body
+
+    def model_graph(self, worker: str) -> dict[str, Any]:
+        """The worker's model as a framework-neutral graph (CONTROL model)."""
+        return self.control(worker, "model")["graph"]
+
+    def list_params(self, worker: str) -> dict[str, Any]:
+        return self.request(ParamMsg(**self._hdr(), dst=worker, op="list")).msg.body
+
+    def get_params(self, worker: str, names: Sequence[str] | None = None) -> Params:
+        env = self.request(ParamMsg(**self._hdr(), dst=worker, op="get",
+                                    names=list(names) if names is not None else None))
+        return Params(env.arrays, env.msg.body.get("version", 0))
+
+    def set_params(self, worker: str, params: Mapping[str, Any], *,
+                   expected_version: int | None = None) -> int:
+        """Write parameters; returns the worker's new parameter version."""
+        msg = ParamMsg(**self._hdr(), dst=worker, op="set", version=expected_version)
+        return self.request(msg, params).msg.body["version"]

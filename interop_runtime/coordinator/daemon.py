@@ -1,0 +1,102 @@
+"""The coordinator daemon: a thin loop that carries out what CoordinatorState decides."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from typing import Any
+
+import zmq
+
+from interop_runtime.coordinator.metrics import CoordinatorMetrics
+from interop_runtime.coordinator.state.machine import CoordinatorState, Send
+from interop_runtime.coordinator.store import Store
+from interop_runtime.transport.security import Security, check_bind_allowed
+from interop_runtime.transport.sockets import bind_router, recv_frames, send_msg
+from interop_runtime.wire.codec import DEFAULT_MAX_MESSAGE_BYTES, decode, is_error_message
+from interop_runtime.wire.errors import InteropError
+
+log = logging.getLogger("interop.coordinator")
+
+
+class Coordinator:
+    def __init__(self, bind: str = "tcp://127.0.0.1:5555", *, state_path: str = ":memory:",
+                 heartbeat_s: float = 1.0, dead_after_s: float | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 run_timeout_s: float = 300.0, security: Security | None = None,
+                 insecure: bool = False, metrics_port: int | None = None,
+                 metrics_addr: str = "127.0.0.1", max_runs: int = 10_000,
+                 max_runs_per_client: int = 1_000) -> None:
+        check_bind_allowed(bind, security, insecure)
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.max_bytes = max_message_bytes
+        self.sock, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
+                                               mandatory=True, security=security)
+        self.store = Store(state_path)
+        self.metrics = CoordinatorMetrics()
+        self.metrics_port = (self.metrics.serve(metrics_port, metrics_addr)
+                             if metrics_port is not None else None)
+        self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s, metrics=self.metrics,
+                                      dead_after_s=dead_after_s,
+                                      default_run_timeout_s=run_timeout_s,
+                                      max_runs_in_flight=max_runs,
+                                      max_runs_per_client=max_runs_per_client)
+        self.tick_s = min(0.1, heartbeat_s / 8)
+        self.running = True
+
+    def serve_forever(self) -> None:
+        log.info("coordinator listening on %s (state: %s)", self.endpoint, self.store.path)
+        if self.metrics_port is not None:
+            log.info("metrics at http://%s:%d/metrics", "127.0.0.1", self.metrics_port)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop())
+        try:
+            next_tick = time.monotonic()
+            while self.running:
+                timeout = max(0, int((next_tick - time.monotonic()) * 1000))
+                if self.sock.poll(timeout):
+                    self._drain()
+                if time.monotonic() >= next_tick:
+                    self._carry_out(self.state.tick())
+                    next_tick = time.monotonic() + self.tick_s
+                self.store.commit()
+        finally:
+            self.close()
+        log.info("coordinator stopped")
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.store.close()
+
+    def _drain(self, limit: int = 1000) -> None:
+        for _ in range(limit):
+            try:
+                peer, frames = recv_frames(self.sock, router=True)
+            except zmq.Again:
+                return
+            try:
+                env = decode(frames, max_bytes=self.max_bytes)
+            except InteropError as exc:
+                log.warning("bad message from %s: %s", peer.hex() if peer else "?", exc)
+                if not is_error_message(frames):
+                    self._carry_out(self.state.bad_message(peer or b"", exc))
+            else:
+                self._carry_out(self.state.handle(peer or b"", env))
+            if not int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                return
+
+    def _carry_out(self, sends: list[Send]) -> None:
+        for s in sends:
+            try:
+                send_msg(self.sock, s.msg, s.arrays, peer=s.peer, flags=zmq.NOBLOCK)
+            except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
+                log.warning("could not deliver %s to %s: %s", s.msg.kind, s.peer.hex(), exc)
+                self._carry_out(self.state.undeliverable(s))
+
+
+def run_coordinator(**kwargs: Any) -> None:
+    Coordinator(**kwargs).serve_forever()

@@ -1,0 +1,138 @@
+"""The coordinator's state machine: ``handle(peer, envelope, now)`` and ``tick(now)``
+return the messages to send; nothing here touches a socket. This module
+dispatches; registry, runs and requests handle.
+
+It knows, at every moment, which nodes of each run are outstanding on which
+worker, so a lost worker fails exactly the runs that needed it (a lookup, not
+a search). Tensors on graph edges never pass through here: only client inputs
+going in and graph outputs coming back do.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from interop_runtime.coordinator.metrics import CoordinatorMetrics
+from interop_runtime.coordinator.state.admission import Admission
+from interop_runtime.coordinator.state.base import Handler
+from interop_runtime.coordinator.state.records import Send, error_reply
+from interop_runtime.coordinator.state.registry import Registry
+from interop_runtime.coordinator.state.requests import Requests
+from interop_runtime.coordinator.state.runs import Runs
+from interop_runtime.coordinator.store import Store
+from interop_runtime.wire.codec import Envelope
+from interop_runtime.wire.errors import (
+    BusyError,
+    InteropError,
+    RunTimeoutError,
+    UnknownKindError,
+    WorkerLostError,
+)
+from interop_runtime.wire.messages import (
+    ControlMsg,
+    DataMsg,
+    DeregisterMsg,
+    DoneMsg,
+    ErrorMsg,
+    GraphMsg,
+    HeartbeatMsg,
+    ParamMsg,
+    QueryMsg,
+    RegisterMsg,
+    ReplyMsg,
+    RunMsg,
+)
+from interop_runtime.wire.payloads import GraphSpec
+
+
+class CoordinatorState(Registry, Runs, Requests):
+    def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
+                 dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
+                 request_timeout_s: float = 30.0,
+                 metrics: CoordinatorMetrics | None = None,
+                 max_runs_in_flight: int = 10_000, max_runs_per_client: int = 1_000) -> None:
+        self.store = store or Store()
+        self.metrics = metrics or CoordinatorMetrics()
+        self.heartbeat_s = heartbeat_s
+        # two missed heartbeats: a dead worker's runs fail (or retry) within two intervals
+        self.dead_after_s = dead_after_s if dead_after_s is not None else 2 * heartbeat_s
+        self.default_run_timeout_s = default_run_timeout_s
+        self.request_timeout_s = request_timeout_s
+        self.workers = {}
+        self.graphs = {}
+        self.graph_specs = {}
+        self.runs = {}
+        self.wire_runs = {}  # retry attempt id -> run id
+        self.admission = Admission(max_runs_in_flight, max_runs_per_client)
+        self.runs_by_worker = defaultdict(set)
+        self.ops = {}  # id of the message we sent -> op
+        self.finished_ok = 0
+        self.finished_failed = 0
+        self.store.mark_interrupted()
+        for name, version, spec in self.store.load_graphs():
+            self.graph_specs[name] = (version, GraphSpec.model_validate(spec))
+
+    # --- entry points -------------------------------------------------------------------------
+
+    def handle(self, peer: bytes, env: Envelope, now: float | None = None) -> list[Send]:
+        now = time.monotonic() if now is None else now
+        msg = env.msg
+        self.metrics.messages.labels(msg.kind).inc()
+        try:
+            handler = self._HANDLERS.get(type(msg))
+            if handler is None:
+                raise UnknownKindError(f"the coordinator does not accept {msg.kind!r} messages",
+                                       field="kind")
+            return handler(self, peer, msg, env.arrays, now)
+        except InteropError as exc:
+            return [Send(peer, error_reply(exc, msg.id, getattr(msg, "run", None)))]
+
+    def bad_message(self, peer: bytes, exc: InteropError) -> list[Send]:
+        self.metrics.bad_messages.labels(exc.code.value).inc()
+        return [Send(peer, error_reply(exc, None))]
+
+    def tick(self, now: float | None = None) -> list[Send]:
+        """Liveness and deadlines: lost workers, expired runs and requests."""
+        now = time.monotonic() if now is None else now
+        out: list[Send] = []
+        for w in self.workers.values():
+            if w.alive and now - w.last_seen > self.dead_after_s:
+                out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s")
+        for rec in [r for r in self.runs.values() if now > r.deadline]:
+            if rec.waiting_for:
+                out += self._fail_run(rec, WorkerLostError(
+                    f"run {rec.run} passed its deadline waiting for lost worker "
+                    f"{rec.waiting_for!r} to come back for a retry", worker=rec.waiting_for))
+                continue
+            nodes = ", ".join(f"{n} on {w}" for n, w in rec.outstanding.items())
+            out += self._fail_run(rec, RunTimeoutError(
+                f"run {rec.run} passed its deadline with nodes outstanding: {nodes}",
+                node=next(iter(rec.outstanding), None)))
+        for op_id in [k for k, op in self.ops.items() if now > op.deadline]:
+            op = self.ops.pop(op_id)
+            what = f"worker {op.forwarded_to!r}" if op.forwarded_to else "the workers"
+            out.append(Send(op.client, error_reply(
+                RunTimeoutError(f"no answer from {what} in time", worker=op.forwarded_to),
+                op.client_msg)))
+        return out
+
+    def undeliverable(self, send: Send) -> list[Send]:
+        """A message could not be queued. A run's final reply: keep the result to collect.
+        A run's inputs for a worker whose queue is full: fail the run (never a silent drop)."""
+        if send.run and isinstance(send.msg, ReplyMsg):
+            self.store.save_result(send.run, send.arrays or {})
+        elif isinstance(send.msg, DataMsg):
+            rec = self.runs.get(self.wire_runs.get(send.msg.run, send.msg.run))
+            if rec is not None:
+                return self._fail_run(rec, BusyError(
+                    f"worker {send.msg.dst!r} is not keeping up (its queue is full); run "
+                    f"{rec.run} was not started", worker=send.msg.dst, node=send.msg.node))
+        return []
+
+    _HANDLERS: dict[type, Handler] = {
+        RegisterMsg: Registry._on_register, HeartbeatMsg: Registry._on_heartbeat, DeregisterMsg: Registry._on_deregister,
+        GraphMsg: Registry._on_graph, RunMsg: Runs._on_run, DoneMsg: Runs._on_done, QueryMsg: Requests._on_query,
+        ControlMsg: Requests._on_control, ParamMsg: Requests._on_param, ReplyMsg: Requests._on_reply, ErrorMsg: Requests._on_reply,
+        DataMsg: Requests._on_data,
+    }

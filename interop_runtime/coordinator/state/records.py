@@ -1,0 +1,88 @@
+"""What the coordinator keeps: one record per worker, per run and per pending request,
+and the ``Send`` instruction its handlers return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from interop_runtime.wire.codec import new_id
+from interop_runtime.wire.errors import InteropError
+from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg, FunctionSpec, Header, ReplyMsg
+
+NAME = "coordinator"
+
+
+@dataclass
+class Send:
+    """Instruction: send ``msg`` (with ``arrays``) to the peer with ROUTER identity ``peer``."""
+
+    peer: bytes
+    msg: Header
+    arrays: dict[str, np.ndarray] | None = None
+    run: str | None = None  # set on a run's final reply: if undeliverable, keep the result
+
+
+@dataclass
+class WorkerRecord:
+    name: str
+    identity: bytes
+    endpoint: str
+    plugin: str
+    device: str
+    functions: dict[str, FunctionSpec]
+    pid: int | None
+    last_seen: float
+    alive: bool = True
+    info: dict[str, Any] = field(default_factory=dict)
+    public_key: str | None = None
+
+    def public(self, now: float) -> dict[str, Any]:
+        return {"name": self.name, "plugin": self.plugin, "device": self.device,
+                "endpoint": self.endpoint, "alive": self.alive, "pid": self.pid,
+                "last_seen_s": round(now - self.last_seen, 3), "info": self.info,
+                "functions": [f.model_dump(exclude_none=True) for f in self.functions.values()]}
+
+
+@dataclass
+class RunRecord:
+    run: str
+    graph: str
+    client: bytes
+    client_msg: str
+    started: float
+    deadline: float
+    detach: bool
+    outstanding: dict[str, str]  # node -> worker
+    workers: set[str]
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    inputs: dict[str, np.ndarray] = field(default_factory=dict)  # kept for retries
+    attempt: int = 0
+    waiting_for: str | None = None  # a lost worker this run waits for, to retry
+
+    @property
+    def wire_run(self) -> str:
+        """The run id on the wire for this attempt: workers drop a cancelled id for good."""
+        return self.run if self.attempt == 0 else f"{self.run}~{self.attempt}"
+
+
+@dataclass
+class PendingOp:
+    """A client request waiting on workers: plan acks, or a forwarded CONTROL/PARAM."""
+
+    client: bytes
+    client_msg: str
+    deadline: float
+    waiting: set[str]
+    body: dict[str, Any] = field(default_factory=dict)
+    forwarded_to: str | None = None
+def reply(to: Header, body: dict[str, Any] | None = None) -> ReplyMsg:
+    return ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=to.id, body=body or {})
+
+
+def error_reply(exc: InteropError, reply_to: str | None, run: str | None = None) -> ErrorMsg:
+    return ErrorMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=reply_to,
+                    code=exc.code.value, message=exc.message, run=run, **exc.details())

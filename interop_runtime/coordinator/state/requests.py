@@ -1,0 +1,119 @@
+"""Requests: QUERY answers, CONTROL for the coordinator itself, and CONTROL/PARAM
+forwarded to a worker with the worker's reply routed back to the asking client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from interop_runtime.coordinator.state.base import StateTables
+from interop_runtime.coordinator.state.records import NAME, PendingOp, Send, reply
+from interop_runtime.wire.codec import new_id
+from interop_runtime.wire.errors import (
+    BadHeaderError,
+    BusyError,
+    RunCancelledError,
+    UnknownTargetError,
+    UnsupportedError,
+    WorkerLostError,
+    make_error,
+)
+from interop_runtime.wire.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    DataMsg,
+    ErrorMsg,
+    ParamMsg,
+    QueryMsg,
+    ReplyMsg,
+)
+
+
+class Requests(StateTables):
+    def _on_query(self, peer: bytes, msg: QueryMsg, arrays: Any, now: float) -> list[Send]:
+        if msg.what == "workers":
+            body: dict[str, Any] = {"workers": [w.public(now) for w in self.workers.values()]}
+        elif msg.what == "graphs":
+            body = {"graphs": [{"name": n, "version": v, "nodes": list(s.nodes),
+                                "ready": n in self.graphs} for n, (v, s) in self.graph_specs.items()]}
+        elif msg.what == "runs":
+            body = {"active": [{"run": r.run, "graph": r.graph, "outstanding": r.outstanding}
+                               for r in self.runs.values()], "recent": self.store.runs(50)}
+        elif msg.what == "status":
+            body = {"workers_alive": sum(w.alive for w in self.workers.values()),
+                    "workers_dead": sum(not w.alive for w in self.workers.values()),
+                    "graphs": len(self.graph_specs), "runs_active": len(self.runs),
+                    "runs_ok": self.finished_ok, "runs_failed": self.finished_failed}
+        else:  # result
+            if not msg.run:
+                raise BadHeaderError("query result needs a run id", field="run")
+            if msg.run in self.runs:
+                raise BusyError(f"run {msg.run} is still running", field="run")
+            result = self.store.take_result(msg.run)
+            if result is None:
+                state = self.store.run_state(msg.run)
+                if state in ("failed", "cancelled", "interrupted"):
+                    err = self.store.run_error(msg.run) or {}
+                    code = err.pop("code", "cancelled")
+                    message = err.pop("message", f"run {msg.run} was {state}")
+                    raise make_error(code, message, **{k: err.get(k) for k in
+                                                       ("field", "node", "edge", "worker")})
+                raise UnknownTargetError(f"no uncollected result for run {msg.run!r}", field="run")
+            return [Send(peer, reply(msg, {"run": msg.run}), result)]
+        return [Send(peer, reply(msg, body))]
+
+    def _forward(self, peer: bytes, msg: ControlMsg | ParamMsg, arrays: dict[str, np.ndarray],
+                 now: float) -> list[Send]:
+        w = self.workers.get(msg.dst or "")
+        if w is None:
+            known = ", ".join(sorted(self.workers)) or "none"
+            raise UnknownTargetError(f"no worker named {msg.dst!r} (workers: {known})",
+                                     field="dst", worker=msg.dst)
+        if not w.alive:
+            raise WorkerLostError(f"worker {w.name!r} is not alive", worker=w.name)
+        fwd = msg.model_copy(update={"id": new_id()})
+        self.ops[fwd.id] = PendingOp(client=peer, client_msg=msg.id, waiting={fwd.id},
+                                     deadline=now + self.request_timeout_s, forwarded_to=w.name)
+        return [Send(w.identity, fwd, arrays)]
+
+    def _on_control(self, peer: bytes, msg: ControlMsg, arrays: dict[str, np.ndarray], now: float
+                    ) -> list[Send]:
+        if msg.dst in (None, "", NAME):
+            if msg.action == "ping":
+                return [Send(peer, reply(msg, {"name": NAME}))]
+            if msg.action == "cancel" and msg.run:
+                rec = self.runs.get(msg.run)
+                if rec is None:
+                    raise UnknownTargetError(f"no run {msg.run!r} in flight", field="run")
+                out = self._fail_run(rec, RunCancelledError(f"run {msg.run} was cancelled"))
+                return [*out, Send(peer, reply(msg, {"run": msg.run, "cancelled": True}))]
+            raise UnsupportedError(f"the coordinator does not do {msg.action!r}; name a worker "
+                                   f"in dst", field="action")
+        return self._forward(peer, msg, arrays, now)
+
+    def _on_param(self, peer: bytes, msg: ParamMsg, arrays: dict[str, np.ndarray], now: float
+                  ) -> list[Send]:
+        return self._forward(peer, msg, arrays, now)
+
+    def _on_reply(self, peer: bytes, msg: ReplyMsg | ErrorMsg, arrays: dict[str, np.ndarray],
+                  now: float) -> list[Send]:
+        op = self.ops.pop(msg.reply_to or "", None)
+        if op is None:
+            return []
+        if op.forwarded_to is not None:
+            back = msg.model_copy(update={"id": new_id(), "reply_to": op.client_msg})
+            return [Send(op.client, back, arrays)]
+        if isinstance(msg, ErrorMsg):
+            for k in [k for k, o in self.ops.items() if o is op]:
+                del self.ops[k]
+            return [Send(op.client, msg.model_copy(update={"id": new_id(),
+                                                           "reply_to": op.client_msg}))]
+        op.waiting.discard(msg.reply_to or "")
+        if op.waiting:
+            return []
+        return [Send(op.client, ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME,
+                                         reply_to=op.client_msg, body=op.body))]
+
+    def _on_data(self, peer: bytes, msg: DataMsg, arrays: Any, now: float) -> list[Send]:
+        raise UnsupportedError("send DATA to a worker's inbox, or RUN a graph here", field="kind")

@@ -1,0 +1,200 @@
+"""Run bookkeeping: a run from RUN to its reply, dispatch of its inputs, completions,
+retries of idempotent nodes, failures and cancellation on the workers."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+
+import numpy as np
+
+from interop_runtime.coordinator.state.base import StateTables
+from interop_runtime.coordinator.state.records import (
+    NAME,
+    RunRecord,
+    Send,
+    WorkerRecord,
+    error_reply,
+    reply,
+)
+from interop_runtime.graph.compile import CompiledGraph
+from interop_runtime.graph.signatures import check_array
+from interop_runtime.wire.codec import new_id
+from interop_runtime.wire.errors import (
+    BadHeaderError,
+    InteropError,
+    RunCancelledError,
+    UnknownTargetError,
+    WorkerLostError,
+    make_error,
+)
+from interop_runtime.wire.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    DataMsg,
+    DoneMsg,
+    ReplyMsg,
+    RunMsg,
+)
+
+log = logging.getLogger("interop.coordinator")
+
+
+class Runs(StateTables):
+    def _on_run(self, peer: bytes, msg: RunMsg, arrays: dict[str, np.ndarray], now: float
+                ) -> list[Send]:
+        compiled = self.graphs.get(msg.graph)
+        if compiled is None:
+            if msg.graph in self.graph_specs:
+                spec = self.graph_specs[msg.graph][1]
+                missing = sorted({n.worker for n in spec.nodes.values()} - set(self._endpoints()))
+                raise WorkerLostError(f"graph {msg.graph!r} is registered but its workers are not "
+                                      f"all here (missing: {', '.join(missing)})",
+                                      worker=missing[0] if missing else None)
+            raise UnknownTargetError(f"no graph named {msg.graph!r} is registered", field="graph")
+        if msg.run in self.runs:
+            raise BadHeaderError(f"run id {msg.run!r} is already in flight", field="run")
+        if "~" in msg.run:
+            raise BadHeaderError("run ids must not contain '~' (it marks retry attempts)",
+                                 field="run")
+        self.admission.check(peer)
+        spec = compiled.spec
+        for name in arrays:
+            if name not in compiled.input_routes:
+                raise UnknownTargetError(f"graph {msg.graph!r} has no input {name!r} (inputs: "
+                                         f"{', '.join(compiled.input_routes) or 'none'})", field=name)
+        for name, expected in compiled.input_specs.items():
+            if name not in arrays:
+                raise BadHeaderError(f"graph input {name!r} is missing", field=name)
+            check_array(expected, arrays[name], where=f"graph input {name!r}")
+        workers = {n.worker for n in spec.nodes.values()}
+        for wname in workers:
+            w = self.workers.get(wname)
+            if w is None or not w.alive:
+                node = next(n for n, s in spec.nodes.items() if s.worker == wname)
+                raise WorkerLostError(f"worker {wname!r} needed by node {node!r} is not alive",
+                                      worker=wname, node=node)
+        timeout = msg.timeout_s if msg.timeout_s is not None else self.default_run_timeout_s
+        rec = RunRecord(run=msg.run, graph=msg.graph, client=peer, client_msg=msg.id, started=now,
+                        deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers)
+        if any(n.retries for n in spec.nodes.values()):
+            rec.inputs = dict(arrays)
+        self.runs[msg.run] = rec
+        self.admission.admit(peer)
+        self.metrics.runs_active.inc()
+        self.metrics.bytes.labels("client_to_workers").inc(sum(a.nbytes for a in arrays.values()))
+        self.store.run_started(msg.run, msg.graph, time.time())
+        out = self._dispatch(rec, compiled, arrays)
+        if msg.detach:
+            out.append(Send(peer, reply(msg, {"run": msg.run, "state": "running"})))
+        return out
+
+    def _dispatch(self, rec: RunRecord, compiled: CompiledGraph, arrays: dict[str, np.ndarray]
+                  ) -> list[Send]:
+        """Send a run's inputs (and empty triggers for source nodes) to their workers."""
+        spec = compiled.spec
+        rec.outstanding = {n: s.worker for n, s in spec.nodes.items()}
+        for wname in rec.workers:
+            self.runs_by_worker[wname].add(rec.run)
+        batches: dict[tuple[str, str], dict[str, np.ndarray]] = defaultdict(dict)
+        for gin, routes in compiled.input_routes.items():
+            for worker, node, inp in routes:
+                batches[(worker, node)][inp] = arrays[gin]
+        for node in compiled.source_nodes:
+            batches[(spec.nodes[node].worker, node)]
+        return [Send(self.workers[w].identity,
+                     DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=w, graph=rec.graph,
+                             run=rec.wire_run, node=node), tensors)
+                for (w, node), tensors in batches.items()]
+
+    def _retry_or_fail(self, rec: RunRecord, w: WorkerRecord, nodes: list[str], why: str
+                       ) -> list[Send]:
+        spec = self.graph_specs[rec.graph][1]
+        if all(spec.nodes[n].retries > rec.attempt for n in nodes):
+            log.warning("run %s: worker %s lost with idempotent node(s) %s outstanding; will "
+                        "retry (attempt %d) when it is back", rec.run, w.name, ", ".join(nodes),
+                        rec.attempt + 1)
+            out = self._cancel_on_workers(rec)
+            self.wire_runs.pop(rec.wire_run, None)
+            rec.attempt += 1
+            self.wire_runs[rec.wire_run] = rec.run
+            rec.waiting_for, rec.outstanding, rec.outputs, rec.timings = w.name, {}, {}, {}
+            return out
+        return self._fail_run(rec, WorkerLostError(
+            f"worker {w.name!r} was lost ({why}) while node(s) {', '.join(nodes)} of run "
+            f"{rec.run} were outstanding", worker=w.name, node=nodes[0]))
+
+    def _resume_waiting_runs(self, worker: str) -> list[Send]:
+        out: list[Send] = []
+        for rec in [r for r in self.runs.values() if r.waiting_for == worker]:
+            compiled = self.graphs.get(rec.graph)
+            if compiled is None:
+                continue  # other workers still missing; the next registration tries again
+            rec.waiting_for = None
+            out += self._dispatch(rec, compiled, rec.inputs)
+        return out
+
+    def _on_done(self, peer: bytes, msg: DoneMsg, arrays: dict[str, np.ndarray], now: float
+                 ) -> list[Send]:
+        rec = self.runs.get(self.wire_runs.get(msg.run, msg.run))
+        if rec is None or msg.run != rec.wire_run or msg.node not in rec.outstanding:
+            return []  # a run that already failed or was cancelled, or an earlier attempt
+        if not msg.ok:
+            worker = rec.outstanding.get(msg.node)
+            return self._fail_run(rec, make_error(
+                msg.code or "function_failed",
+                f"node {msg.node!r} on worker {worker!r} failed: {msg.message}",
+                node=msg.node, worker=worker))
+        worker = rec.outstanding.pop(msg.node)
+        rec.outputs.update(arrays)
+        self.metrics.node_compute.labels(rec.graph, msg.node, worker).observe(msg.compute_us / 1e6)
+        self.metrics.bytes.labels("worker_to_worker").inc(msg.bytes_out)
+        rec.timings[msg.node] = {"worker": worker, "compute_us": msg.compute_us,
+                                 "wait_us": msg.wait_us, "bytes_out": msg.bytes_out,
+                                 "done_us": int((now - rec.started) * 1e6)}
+        if rec.outstanding:
+            return []
+        return self._finish_run(rec, now)
+
+    def _forget_run(self, rec: RunRecord) -> None:
+        if self.runs.pop(rec.run, None) is not None:
+            self.metrics.runs_active.dec()
+            self.admission.release(rec.client)
+        self.wire_runs.pop(rec.wire_run, None)
+        for w in rec.workers:
+            self.runs_by_worker.get(w, set()).discard(rec.run)
+
+    def _finish_run(self, rec: RunRecord, now: float) -> list[Send]:
+        self._forget_run(rec)
+        self.finished_ok += 1
+        self.metrics.runs.labels(rec.graph, "ok").inc()
+        self.metrics.run_latency.labels(rec.graph).observe(now - rec.started)
+        self.metrics.bytes.labels("workers_to_client").inc(
+            sum(a.nbytes for a in rec.outputs.values()))
+        body = {"run": rec.run, "graph": rec.graph, "elapsed_us": int((now - rec.started) * 1e6),
+                "timings": rec.timings}
+        self.store.run_finished(rec.run, "done", timings=rec.timings)
+        if rec.detach:
+            self.store.save_result(rec.run, rec.outputs)
+            return []
+        reply = ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=rec.client_msg,
+                         body=body)
+        return [Send(rec.client, reply, rec.outputs, run=rec.run)]
+
+    def _fail_run(self, rec: RunRecord, exc: InteropError) -> list[Send]:
+        self._forget_run(rec)
+        self.finished_failed += 1
+        self.metrics.runs.labels(rec.graph, exc.code.value).inc()
+        log.warning("run %s failed: %s", rec.run, exc)
+        self.store.run_finished(rec.run, "failed" if not isinstance(exc, RunCancelledError)
+                                else "cancelled", error={"code": exc.code.value,
+                                                         "message": exc.message, **exc.details()})
+        out = [Send(rec.client, error_reply(exc, rec.client_msg, rec.run))] if not rec.detach else []
+        return out + self._cancel_on_workers(rec)
+
+    def _cancel_on_workers(self, rec: RunRecord) -> list[Send]:
+        """Tell the run's live workers to drop its pending inputs and ignore late data."""
+        return [Send(w.identity, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME,
+                                            action="cancel", run=rec.wire_run))
+                for w in (self.workers.get(n) for n in rec.workers) if w and w.alive]

@@ -1,0 +1,2 @@
+"""Migration through ONNX: the export contract plugins implement (exportspec), the
+migration itself (migrate) and the parity report (parity)."""

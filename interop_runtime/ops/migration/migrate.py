@@ -1,0 +1,149 @@
+"""Migrating a model through ONNX, client side: export, serve, compare.
+
+    report = migrate(client, "torch-mlp", "mlp.onnx")       # inputs generated from the spec
+
+1. CONTROL invoke ``export_onnx`` on the source worker (offered by the torch and
+   tensorflow plugins when their config says ``export: true``): the export runs
+   where the model and its framework live; the bytes come back as a uint8 tensor.
+2. The bytes are written to ``out_path``; an onnxruntime worker serves that file,
+   either one the caller started (``target_worker=``) or a temporary one started here
+   next to the coordinator and stopped afterwards (a worker of the same kind as
+   ``LocalCluster``'s, with ``self_contained: true``: the file came over the wire, so
+   tensors kept in external files, which could name any path, are refused).
+3. The same inputs go through the source's function and the ONNX model's ``run``,
+   both through the runtime, and ``parity.compare`` reports the differences.
+
+The core imports no ML framework: ONNX is handled only as bytes here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from interop_runtime.client.client import Client
+from interop_runtime.client.cluster import ClusterSpec, CoordinatorSpec, LocalCluster, WorkerSpec
+from interop_runtime.ops.migration import exportspec
+from interop_runtime.ops.migration.parity import ParityReport, Tolerance, compare
+from interop_runtime.wire.dtypes import to_numpy_dtype
+from interop_runtime.wire.errors import InteropError
+from interop_runtime.wire.messages import FunctionSpec, TensorSpec
+
+EXPORT_FUNCTION = exportspec.FUNCTION
+ONNX_FUNCTION = "run"  # the onnxruntime plugin's one function
+EXPORT_TIMEOUT_S = 300.0  # a first dynamo export compiles a lot; big models take minutes
+
+
+@dataclass
+class Exported:
+    data: bytes
+    info: dict[str, Any] = field(default_factory=dict)  # exporter, opset, names, fallbacks
+
+
+def export_onnx(client: Client, worker: str, *, opset: int | None = None, batch: int = 2,
+                timeout_s: float = EXPORT_TIMEOUT_S) -> Exported:
+    """The worker's model as ONNX bytes, with what the exporter said about it."""
+    functions = client.functions(worker)
+    if EXPORT_FUNCTION not in functions:
+        raise InteropError(f"worker {worker!r} does not offer {EXPORT_FUNCTION}; start it with "
+                           "`export: true` in its config (torch and tensorflow plugins)",
+                           worker=worker)
+    args: dict[str, Any] = {"batch": batch}
+    if opset is not None:
+        args["opset"] = opset
+    out = client.call(worker, EXPORT_FUNCTION, {}, timeout_s=timeout_s, **args)
+    return Exported(*exportspec.unpack(out))
+
+
+def example_inputs(spec: FunctionSpec | Mapping[str, Any], batch: int = 2, seed: int = 0
+                   ) -> dict[str, np.ndarray]:
+    """Seeded inputs of a function's declared dtypes and shapes; dynamic dims -> ``batch``."""
+    fn = spec if isinstance(spec, FunctionSpec) else FunctionSpec.model_validate(spec)
+    rng = np.random.default_rng(seed)
+    return {s.name: _example(s, batch, rng) for s in fn.inputs}
+
+
+def _example(s: TensorSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
+    if s.shape is None or s.dtype is None:
+        raise ValueError(f"input {s.name!r} declares no shape or dtype; pass inputs explicitly")
+    shape = tuple(batch if d is None else d for d in s.shape)
+    dtype = to_numpy_dtype(s.dtype)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.random(shape) < 0.5
+    if dtype.kind in "iu":
+        return rng.integers(0, 10, shape).astype(dtype)  # small: fits every int type, indices
+    raise ValueError(f"input {s.name!r}: no example generator for dtype {s.dtype}")
+
+
+def write_onnx(path: str | Path, data: bytes) -> Path:
+    """Write atomically: a worker may be reading an older file of the same name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+    return path
+
+
+@contextmanager
+def onnx_worker(address: str, model: str | Path, name: str, *, device: str = "cpu",
+                python: str | None = None, heartbeat_s: float = 1.0,
+                ready_timeout_s: float = 120.0) -> Iterator[str]:
+    """A temporary onnxruntime worker serving ``model``, registered with the coordinator
+    at ``address``; yields its name, stops it on exit. Plain-text clusters only: on a
+    CURVE cluster the operator starts the worker with its keys (``target_worker=``)."""
+    spec = ClusterSpec(coordinator=CoordinatorSpec(bind=address, heartbeat_s=heartbeat_s),
+                       workers=[WorkerSpec(name=name, plugin="onnxruntime", device=device,
+                                           python=python, config={
+                                               "model": str(Path(model).resolve()),
+                                               "self_contained": True})])
+    cluster = LocalCluster(spec, ready_timeout_s=ready_timeout_s)
+    try:  # the coordinator is already running: start only the worker
+        cluster.start_worker(spec.workers[0])
+        cluster.wait_ready([name])
+        yield name
+    finally:
+        cluster.stop()
+
+
+def migrate(client: Client, source_worker: str, out_path: str | Path,
+            inputs: Mapping[str, Any] | None = None, *, function: str = "forward",
+            target_worker: str | None = None, opset: int | None = None, batch: int = 2,
+            tolerance: Tolerance | None = None, seed: int = 0, device: str = "cpu",
+            timeout_s: float = EXPORT_TIMEOUT_S) -> ParityReport:
+    """Export ``source_worker``'s model to ``out_path`` and report the ONNX copy's parity.
+
+    ``inputs`` default to seeded examples of ``function``'s declared shapes (dynamic
+    dims = ``batch``). With ``target_worker`` the caller's onnxruntime worker (already
+    serving ``out_path``) is used; else a temporary one is started and stopped here."""
+    specs = client.functions(source_worker)
+    if function not in specs:
+        raise InteropError(f"worker {source_worker!r} has no function {function!r}",
+                           worker=source_worker)
+    if inputs is None:
+        inputs = example_inputs(specs[function], batch, seed)
+    exported = export_onnx(client, source_worker, opset=opset, batch=batch, timeout_s=timeout_s)
+    path = write_onnx(out_path, exported.data)
+    reference = client.call(source_worker, function, inputs, timeout_s=timeout_s)
+    if target_worker is not None:
+        candidate = client.call(target_worker, ONNX_FUNCTION, inputs, timeout_s=timeout_s)
+        target = target_worker
+    else:
+        with onnx_worker(client.address, path, f"{source_worker}-onnx-{os.getpid()}",
+                         device=device) as target:
+            candidate = client.call(target, ONNX_FUNCTION, inputs, timeout_s=timeout_s)
+    notes = [f"exporter fell back: {exported.info['fallback_reason']}"
+             ] if exported.info.get("fallback_reason") else []
+    return compare(reference, candidate, source=f"{source_worker}.{function}",
+                   target=f"{target}.{ONNX_FUNCTION}", tolerance=tolerance,
+                   exporter=exported.info.get("exporter"), opset=exported.info.get("opset"),
+                   onnx_path=str(path), onnx_bytes=len(exported.data),
+                   inputs={k: list(np.shape(v)) for k, v in inputs.items()}, notes=notes)

@@ -1,0 +1,86 @@
+"""ZeroMQ sockets for the runtime: one ROUTER inbox per process, DEALERs out.
+
+The same code serves tcp://, ipc:// and inproc://. Frames go out with
+``copy=False`` (large buffers are not copied into ZeroMQ) and come in as
+``zmq.Frame`` objects whose buffers numpy wraps without copying.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import zmq
+
+from interop_runtime.transport.security import Security, secure_client, secure_server
+from interop_runtime.wire.codec import Envelope, Frame, decode, encode
+from interop_runtime.wire.messages import Header
+
+# pyzmq copies frames under this size anyway; above it, zero-copy pays off.
+COPY_THRESHOLD = 64 * 1024
+
+
+def normalize_bind(address: str) -> str:
+    """Accept ``tcp://host:0`` as 'any free port'."""
+    if address.startswith("tcp://") and address.endswith(":0"):
+        return address[:-2] + ":*"
+    return address
+
+
+def configure(sock: zmq.Socket, *, max_message_bytes: int | None = None, hwm: int = 10_000) -> None:
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, hwm)
+    sock.setsockopt(zmq.RCVHWM, hwm)
+    if max_message_bytes:
+        # A hard guard per frame; the typed TOO_LARGE reply comes from the decoder's
+        # own (lower) limit, this only stops a peer from exhausting memory.
+        sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + (1 << 20))
+
+
+def bind_router(ctx: zmq.Context, address: str, *, max_message_bytes: int | None = None,
+                mandatory: bool = False, security: Security | None = None
+                ) -> tuple[zmq.Socket, str]:
+    sock = ctx.socket(zmq.ROUTER)
+    configure(sock, max_message_bytes=max_message_bytes)
+    secure_server(ctx, sock, security)
+    if mandatory:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+    sock.bind(normalize_bind(address))
+    endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+    return sock, endpoint
+
+
+def connect_dealer(ctx: zmq.Context, address: str, *, identity: bytes | None = None,
+                   max_message_bytes: int | None = None, security: Security | None = None,
+                   server_key: bytes | str | None = None) -> zmq.Socket:
+    sock = ctx.socket(zmq.DEALER)
+    configure(sock, max_message_bytes=max_message_bytes)
+    secure_client(sock, security, server_key if server_key is not None else
+                  (security.server_key if security else None))
+    if identity:
+        sock.setsockopt(zmq.IDENTITY, identity)
+    sock.connect(address)
+    return sock
+
+
+def send_frames(sock: zmq.Socket, frames: Sequence[Frame], *, peer: bytes | None = None,
+                flags: int = 0) -> None:
+    parts = [peer, *frames] if peer is not None else list(frames)
+    sock.send_multipart(parts, copy=False, flags=flags)
+
+
+def send_msg(sock: zmq.Socket, msg: Header, arrays: Any = None, *, peer: bytes | None = None,
+             flags: int = 0, layouts: Any = None) -> None:
+    send_frames(sock, encode(msg, arrays, layouts=layouts), peer=peer, flags=flags)
+
+
+def recv_frames(sock: zmq.Socket, *, router: bool) -> tuple[bytes | None, list[zmq.Frame]]:
+    parts = sock.recv_multipart(copy=False)
+    if router:
+        return parts[0].bytes, parts[1:]
+    return None, parts
+
+
+def recv_envelope(sock: zmq.Socket, *, router: bool, max_bytes: int) -> tuple[bytes | None, Envelope]:
+    peer, frames = recv_frames(sock, router=router)
+    return peer, decode(frames, max_bytes=max_bytes)

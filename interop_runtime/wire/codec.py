@@ -1,0 +1,193 @@
+"""Encode messages to ZeroMQ frames and decode frames back, without copying tensors.
+
+``encode(msg, arrays)`` returns ``[header, buf_1, ...]``: the header is msgpack,
+each buffer a memoryview of a C-contiguous little-endian array (no join, no copy).
+``decode(frames)`` validates the header and wraps each buffer frame with
+``np.frombuffer`` (no copy; the arrays are read-only views of the frames).
+
+Decoding never executes anything from the wire: msgpack maps, pydantic models and
+raw bytes only. Every failure raises a ProtocolError subclass naming the fault.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import numpy as np
+from pydantic import ValidationError
+
+from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
+from interop_runtime.wire.errors import (
+    BadFrameError,
+    BadHeaderError,
+    BadTensorError,
+    TooLargeError,
+    UnknownKindError,
+    VersionError,
+)
+from interop_runtime.wire.messages import (
+    KINDS,
+    MESSAGE_ADAPTER,
+    PROTOCOL_VERSION,
+    Header,
+    TensorMeta,
+)
+
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 31  # 2 GiB; receivers configure their own
+MAX_HEADER_BYTES = 1 << 20  # a header is metadata; 1 MiB is generous
+
+Frame = bytes | bytearray | memoryview | Any  # anything with the buffer protocol (zmq.Frame)
+
+_id_prefix = os.urandom(4).hex()
+_id_counter = itertools.count(1)
+
+
+def new_id() -> str:
+    """A message id unique within this process and very likely across processes."""
+    return f"{_id_prefix}{next(_id_counter):x}"
+
+
+@dataclass
+class Envelope:
+    """A decoded message and its tensors (read-only numpy views of the frames)."""
+
+    msg: Any
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    nbytes: int = 0
+
+
+def _as_wire_array(arr: Any) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.byteorder == ">":
+        a = a.astype(a.dtype.newbyteorder("<"))
+    # ascontiguousarray would turn a 0-d array into 1-d, so only call it when needed
+    return a if a.flags.c_contiguous else np.ascontiguousarray(a)
+
+
+def header_bytes(msg: Header) -> bytes:
+    """The canonical msgpack header: fields in declared order, null optionals left out."""
+    return msgpack.packb(msg.model_dump(mode="python", exclude_none=True), use_bin_type=True)
+
+
+def encode(
+    msg: Header,
+    arrays: Mapping[str, Any] | None = None,
+    *,
+    layouts: Mapping[str, str] | None = None,
+    devices: Mapping[str, str] | None = None,
+) -> list[Frame]:
+    """Frames for ``msg`` carrying ``arrays`` by name; sets ``msg.tensors``."""
+    frames: list[Frame] = [b""]
+    metas: list[TensorMeta] = []
+    for name, value in (arrays or {}).items():
+        a = _as_wire_array(value)
+        metas.append(
+            TensorMeta(
+                name=name,
+                dtype=wire_dtype(a.dtype),
+                shape=list(a.shape),
+                frame=len(frames),
+                device=(devices or {}).get(name),
+                layout=(layouts or {}).get(name),
+            )
+        )
+        frames.append(a.reshape(-1).view(np.uint8).data if a.size else b"")
+    msg.tensors = metas
+    frames[0] = header_bytes(msg)
+    return frames
+
+
+def _nbytes(frame: Frame) -> int:
+    return memoryview(frame).nbytes
+
+
+def decode(frames: Sequence[Frame], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Envelope:
+    """Validate frames and return the message with its tensors; raises ProtocolError."""
+    if not frames:
+        raise BadFrameError("empty message: expected a header frame")
+    total = sum(_nbytes(f) for f in frames)
+    if total > max_bytes:
+        raise TooLargeError(f"message of {total} bytes is over this receiver's limit of {max_bytes}",
+                            field="frames")
+    head = memoryview(frames[0])
+    if head.nbytes > MAX_HEADER_BYTES:
+        raise TooLargeError(f"header of {head.nbytes} bytes is over {MAX_HEADER_BYTES}", field="header")
+    try:
+        raw = msgpack.unpackb(head, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types on garbage
+        raise BadFrameError(f"header frame is not valid msgpack: {type(exc).__name__}",
+                            field="header") from None
+    if not isinstance(raw, dict):
+        raise BadFrameError(f"header must be a msgpack map, got {type(raw).__name__}", field="header")
+    version = raw.get("v")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise BadHeaderError("header has no integer protocol version 'v'", field="v")
+    if version != PROTOCOL_VERSION:
+        raise VersionError(f"protocol version {version} is not supported; this side speaks "
+                           f"{PROTOCOL_VERSION}", field="v")
+    kind = raw.get("kind")
+    if kind not in KINDS:
+        raise UnknownKindError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}",
+                               field="kind")
+    try:
+        # strict: a header must carry the types of protocol/schema.json, not strings
+        # that merely parse as numbers, so every implementation accepts the same headers
+        msg = MESSAGE_ADAPTER.validate_python(raw, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"][1:]) or "header"
+        # the closed list (errors.py) files an unknown dtype under bad_tensor
+        error = BadTensorError if _is_tensor_dtype(first["loc"]) else BadHeaderError
+        raise error(f"{kind} header is invalid at {loc}: {first['msg']}", field=loc) from None
+    return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames), nbytes=total)
+
+
+def is_error_message(frames: Sequence[Frame]) -> bool:
+    """Whether an undecodable message claims to be an ERROR: never answer one with
+    another, or two peers that disagree (say, on the version) would bounce errors forever."""
+    try:
+        raw = msgpack.unpackb(memoryview(frames[0]), raw=False) if frames else None
+    except Exception:  # garbage is not an error message
+        return False
+    return isinstance(raw, dict) and raw.get("kind") == "error"
+
+
+def _is_tensor_dtype(loc: tuple[Any, ...]) -> bool:
+    """True for a validation error at ``<kind>.tensors.<i>.dtype``."""
+    return len(loc) == 4 and loc[1] == "tensors" and loc[3] == "dtype"
+
+
+def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame]) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    used: set[int] = set()
+    for i, meta in enumerate(metas):
+        where = f"tensors[{i}]"
+        if meta.frame >= len(frames):
+            raise BadFrameError(f"tensor {meta.name!r} points at frame {meta.frame} but the message "
+                                f"has only {len(frames)} frames (truncated?)", field=where)
+        if meta.frame in used:
+            raise BadHeaderError(f"frame {meta.frame} is referenced by two tensors", field=where)
+        if meta.name in arrays:
+            raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
+        used.add(meta.frame)
+        dtype = to_numpy_dtype(meta.dtype)
+        count = math.prod(meta.shape)
+        buf = memoryview(frames[meta.frame])
+        if buf.nbytes != count * dtype.itemsize:
+            raise BadTensorError(
+                f"tensor {meta.name!r}: frame has {buf.nbytes} bytes but {meta.dtype} x "
+                f"{tuple(meta.shape)} needs {count * dtype.itemsize}", field=where)
+        arr = np.frombuffer(buf, dtype=dtype, count=count).reshape(meta.shape)
+        # zmq frames are writable, and over inproc they are the sender's own memory
+        arr.flags.writeable = False
+        arrays[meta.name] = arr
+    if len(used) != len(frames) - 1:
+        raise BadFrameError(f"message has {len(frames) - 1} buffer frames but the header "
+                            f"references {len(used)}", field="frames")
+    return arrays

@@ -1,0 +1,205 @@
+"""Every error interop-runtime raises or sends, one class per wire error code.
+
+The wire carries a closed list of codes (``ErrorCode``); each maps to exactly one
+exception class, so a client re-raises the same class a worker would have raised.
+
+    InteropError                      base; .code, .message, .field, .node, .edge
+    ├── ProtocolError                 the bytes or header could not be accepted
+    │   ├── BadFrameError             BAD_FRAME: not msgpack, missing/extra frames
+    │   ├── BadHeaderError            BAD_HEADER: header failed schema validation
+    │   ├── VersionError              VERSION: unsupported protocol version
+    │   ├── UnknownKindError          UNKNOWN_KIND: kind not in the closed list
+    │   ├── BadTensorError            BAD_TENSOR: bytes disagree with dtype x shape, bad dtype
+    │   └── TooLargeError             TOO_LARGE: message over the receiver's size limit
+    ├── TargetError                   the message names something that does not exist
+    │   ├── UnknownTargetError        UNKNOWN_TARGET: worker, node, graph or run
+    │   └── UnknownFunctionError      UNKNOWN_FUNCTION: function not offered by the worker
+    ├── GraphError                    INVALID_GRAPH: cycles, dangling or doubly-fed inputs
+    │   ├── ShapeMismatchError        SHAPE_MISMATCH: shapes do not fit along an edge / input
+    │   ├── DTypeMismatchError        DTYPE_MISMATCH: dtypes do not fit along an edge / input
+    │   └── LayoutMismatchError       LAYOUT_MISMATCH: NCHW meets NHWC along an edge
+    ├── RunError                      a run (or call) started but did not finish well
+    │   ├── FunctionFailedError       FUNCTION_FAILED: the plugin raised
+    │   ├── WorkerLostError           WORKER_LOST: the worker died or stopped heartbeating
+    │   ├── RunTimeoutError           TIMEOUT: a deadline passed (also a builtin TimeoutError)
+    │   └── RunCancelledError         CANCELLED: cancelled by a client
+    ├── UnsupportedError              UNSUPPORTED: valid request the target cannot do
+    ├── UnauthorizedError             UNAUTHORIZED: peer not allowed
+    ├── BusyError                     BUSY: backpressure, try again later
+    └── InternalError                 INTERNAL: a bug on the replying side
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+
+class ErrorCode(StrEnum):
+    BAD_FRAME = "bad_frame"
+    BAD_HEADER = "bad_header"
+    VERSION = "version"
+    UNKNOWN_KIND = "unknown_kind"
+    BAD_TENSOR = "bad_tensor"
+    TOO_LARGE = "too_large"
+    UNKNOWN_TARGET = "unknown_target"
+    UNKNOWN_FUNCTION = "unknown_function"
+    INVALID_GRAPH = "invalid_graph"
+    SHAPE_MISMATCH = "shape_mismatch"
+    DTYPE_MISMATCH = "dtype_mismatch"
+    LAYOUT_MISMATCH = "layout_mismatch"
+    FUNCTION_FAILED = "function_failed"
+    WORKER_LOST = "worker_lost"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    UNSUPPORTED = "unsupported"
+    UNAUTHORIZED = "unauthorized"
+    BUSY = "busy"
+    INTERNAL = "internal"
+
+
+class InteropError(Exception):
+    """Base of every interop-runtime error; carries what the wire ERROR carries."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        node: str | None = None,
+        edge: str | None = None,
+        worker: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.node = node
+        self.edge = edge
+        self.worker = worker
+
+    def details(self) -> dict[str, Any]:
+        """The non-empty location fields, as the wire ERROR carries them."""
+        out = {"field": self.field, "node": self.node, "edge": self.edge, "worker": self.worker}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def __str__(self) -> str:
+        where = ", ".join(f"{k}={v}" for k, v in self.details().items())
+        return f"[{self.code.value}] {self.message}" + (f" ({where})" if where else "")
+
+
+class ProtocolError(InteropError):
+    code = ErrorCode.BAD_FRAME
+
+
+class BadFrameError(ProtocolError):
+    code = ErrorCode.BAD_FRAME
+
+
+class BadHeaderError(ProtocolError):
+    code = ErrorCode.BAD_HEADER
+
+
+class VersionError(ProtocolError):
+    code = ErrorCode.VERSION
+
+
+class UnknownKindError(ProtocolError):
+    code = ErrorCode.UNKNOWN_KIND
+
+
+class BadTensorError(ProtocolError):
+    code = ErrorCode.BAD_TENSOR
+
+
+class TooLargeError(ProtocolError):
+    code = ErrorCode.TOO_LARGE
+
+
+class TargetError(InteropError):
+    code = ErrorCode.UNKNOWN_TARGET
+
+
+class UnknownTargetError(TargetError):
+    code = ErrorCode.UNKNOWN_TARGET
+
+
+class UnknownFunctionError(TargetError):
+    code = ErrorCode.UNKNOWN_FUNCTION
+
+
+class GraphError(InteropError):
+    code = ErrorCode.INVALID_GRAPH
+
+
+class ShapeMismatchError(GraphError):
+    code = ErrorCode.SHAPE_MISMATCH
+
+
+class DTypeMismatchError(GraphError):
+    code = ErrorCode.DTYPE_MISMATCH
+
+
+class LayoutMismatchError(GraphError):
+    code = ErrorCode.LAYOUT_MISMATCH
+
+
+class RunError(InteropError):
+    code = ErrorCode.FUNCTION_FAILED
+
+
+class FunctionFailedError(RunError):
+    code = ErrorCode.FUNCTION_FAILED
+
+
+class WorkerLostError(RunError):
+    code = ErrorCode.WORKER_LOST
+
+
+class RunTimeoutError(RunError, TimeoutError):  # ``except TimeoutError`` catches it too
+    code = ErrorCode.TIMEOUT
+
+
+class RunCancelledError(RunError):
+    code = ErrorCode.CANCELLED
+
+
+class UnsupportedError(InteropError):
+    code = ErrorCode.UNSUPPORTED
+
+
+class UnauthorizedError(InteropError):
+    code = ErrorCode.UNAUTHORIZED
+
+
+class BusyError(InteropError):
+    code = ErrorCode.BUSY
+
+
+class InternalError(InteropError):
+    code = ErrorCode.INTERNAL
+
+
+_BY_CODE: dict[ErrorCode, type[InteropError]] = {
+    cls.code: cls
+    for cls in (
+        BadFrameError, BadHeaderError, VersionError, UnknownKindError, BadTensorError,
+        TooLargeError, UnknownTargetError, UnknownFunctionError, GraphError,
+        ShapeMismatchError, DTypeMismatchError, LayoutMismatchError, FunctionFailedError,
+        WorkerLostError, RunTimeoutError, RunCancelledError, UnsupportedError,
+        UnauthorizedError, BusyError, InternalError,
+    )
+}
+
+
+def error_class(code: str) -> type[InteropError]:
+    """The exception class for a wire code; unknown codes map to InternalError."""
+    try:
+        return _BY_CODE[ErrorCode(code)]
+    except ValueError:
+        return InternalError
+
+
+def make_error(code: str, message: str, **where: str | None) -> InteropError:
+    return error_class(code)(message, **where)

@@ -1,0 +1,218 @@
+"""Wire message models: the msgpack header of every message, one model per kind.
+
+A message on the wire is ``[header, buffer_0, buffer_1, ...]``; the header is a
+msgpack map validated here, and each ``TensorMeta.frame`` indexes a raw buffer
+frame (1-based: frame 0 is the header). The language-neutral definition of all
+of this is ``protocol/SPEC.md``; ``protocol/schema.json`` is generated from
+these models and a test keeps the two in step.
+
+Receivers ignore unknown fields (``extra="ignore"``) so that minor additions
+stay compatible; a new *kind* or a changed meaning bumps ``PROTOCOL_VERSION``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from interop_runtime.wire.dtypes import WIRE_DTYPES
+
+PROTOCOL_VERSION = 1
+
+Name = Annotated[str, Field(min_length=1, max_length=256)]
+DTypeName = Literal[WIRE_DTYPES]  # type: ignore[valid-type]
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
+
+
+class TensorMeta(WireModel):
+    """Where one tensor's bytes are and how to read them."""
+
+    name: Name
+    dtype: DTypeName
+    shape: list[Annotated[int, Field(ge=0)]]
+    frame: Annotated[int, Field(ge=1)]
+    device: str | None = None  # the device it came from, a hint ("cpu", "cuda:0")
+    layout: str | None = None  # "NCHW", "NHWC", ... a hint for the consumer
+
+
+class TensorSpec(WireModel):
+    """What a function accepts or returns: None dtype = any, None shape = any rank,
+    a None entry in shape = a dynamic dimension."""
+
+    name: Name
+    dtype: DTypeName | None = None
+    shape: list[int | None] | None = None
+    layout: str | None = None
+
+
+class FunctionSpec(WireModel):
+    name: Name
+    inputs: list[TensorSpec] = []
+    outputs: list[TensorSpec] = []
+    doc: str | None = None
+
+
+class Header(WireModel):
+    kind: str
+    v: int
+    id: Annotated[str, Field(min_length=1, max_length=128)]
+    src: str | None = None
+    dst: str | None = None
+    tensors: list[TensorMeta] = []
+
+
+# --- the three message kinds of the design -------------------------------------------
+
+class DataMsg(Header):
+    """Tensors for a target node of a run (client inputs, worker-to-worker edges)."""
+
+    kind: Literal["data"] = "data"
+    graph: str
+    run: str
+    node: str
+
+
+ControlAction = Literal[
+    "invoke", "load", "unload", "pause", "resume", "cancel", "shutdown", "plan", "describe", "ping",
+    "model",
+]
+
+
+class ControlMsg(Header):
+    """A signal for a target: invoke a function with arguments, or change state.
+
+    ``dst`` names the worker; ``node`` the graph node where it applies; ``run``
+    the run for ``cancel``. ``args`` is a free msgpack map for the action."""
+
+    kind: Literal["control"] = "control"
+    action: ControlAction
+    function: str | None = None
+    node: str | None = None
+    graph: str | None = None
+    run: str | None = None
+    args: dict[str, Any] = {}
+
+
+ParamOp = Literal["list", "get", "set"]
+
+
+class ParamMsg(Header):
+    """Read or write named parameter tensors of a worker's model."""
+
+    kind: Literal["param"] = "param"
+    op: ParamOp
+    names: list[str] | None = None  # None = all (for get)
+    version: int | None = None  # on set: expected current version (optimistic), optional
+
+
+# --- replies ------------------------------------------------------------------------
+
+class ReplyMsg(Header):
+    """Success reply to any request; ``body`` is a request-specific map."""
+
+    kind: Literal["reply"] = "reply"
+    reply_to: str
+    body: dict[str, Any] = {}
+
+
+class ErrorMsg(Header):
+    """Typed failure reply; ``code`` is from the closed list in errors.ErrorCode."""
+
+    kind: Literal["error"] = "error"
+    reply_to: str | None = None
+    code: str
+    message: str
+    field: str | None = None
+    node: str | None = None
+    edge: str | None = None
+    worker: str | None = None
+    run: str | None = None
+
+
+# --- worker <-> coordinator --------------------------------------------------------
+
+class RegisterMsg(Header):
+    kind: Literal["register"] = "register"
+    name: Name
+    plugin: str
+    device: str = "cpu"
+    endpoint: str  # the worker's inbox, where peers send DATA
+    public_key: str | None = None  # the inbox's CURVE public key (Z85), when CURVE is on
+    functions: list[FunctionSpec] = []
+    pid: int | None = None
+    info: dict[str, Any] = {}
+
+
+class HeartbeatMsg(Header):
+    kind: Literal["heartbeat"] = "heartbeat"
+    name: Name
+    busy: bool = False
+
+
+class DeregisterMsg(Header):
+    kind: Literal["deregister"] = "deregister"
+    name: Name
+    reason: str | None = None
+
+
+class DoneMsg(Header):
+    """A worker finished (or failed) one node of one run. Carries only the tensors
+    that are graph outputs; everything else went straight to the consumers."""
+
+    kind: Literal["done"] = "done"
+    graph: str
+    run: str
+    node: str
+    ok: bool = True
+    code: str | None = None
+    message: str | None = None
+    compute_us: int = 0  # time inside the plugin
+    wait_us: int = 0  # first input arrived -> last input arrived
+    bytes_out: int = 0  # bytes sent to other workers
+
+
+# --- client <-> coordinator ---------------------------------------------------------
+
+class GraphMsg(Header):
+    """Validate or register a graph spec (see graph.GraphSpec for ``spec``)."""
+
+    kind: Literal["graph"] = "graph"
+    op: Literal["validate", "register", "drop"]
+    spec: dict[str, Any] = {}
+    graph: str | None = None
+
+
+class RunMsg(Header):
+    """Run a registered graph once; tensors are the graph's named inputs."""
+
+    kind: Literal["run"] = "run"
+    graph: str
+    run: str
+    timeout_s: float | None = None
+    detach: bool = False  # true: reply at once, collect later with query "result"
+
+
+class QueryMsg(Header):
+    """Ask the coordinator about its state: workers, graphs, runs, a result."""
+
+    kind: Literal["query"] = "query"
+    what: Literal["workers", "graphs", "runs", "result", "status"]
+    run: str | None = None
+    graph: str | None = None
+
+
+Message = Annotated[
+    DataMsg | ControlMsg | ParamMsg | ReplyMsg | ErrorMsg | RegisterMsg | HeartbeatMsg | DeregisterMsg | DoneMsg | GraphMsg | RunMsg | QueryMsg,
+    Field(discriminator="kind"),
+]
+
+MESSAGE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
+
+KINDS: tuple[str, ...] = (
+    "data", "control", "param", "reply", "error", "register", "heartbeat", "deregister",
+    "done", "graph", "run", "query",
+)

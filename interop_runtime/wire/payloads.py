@@ -1,0 +1,105 @@
+"""Typed payloads that messages carry: graph specs (GRAPH ``spec``) and worker plans
+(CONTROL plan ``args.plan``).
+
+They live in the wire layer because ``protocol/schema.json`` describes them next to the
+message headers; ``interop_runtime.graph`` validates and compiles them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from interop_runtime.wire.errors import GraphError
+
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+
+
+def split_port(ref: str, *, what: str) -> tuple[str, str]:
+    """'node.port' -> (node, port); node names have no dots, port names may."""
+    node, dot, port = ref.partition(".")
+    if not dot or not node or not port:
+        raise GraphError(f"{what} {ref!r} must look like 'node.port'", field=what)
+    return node, port
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    worker: str
+    function: str
+    args: dict[str, Any] = {}
+    # idempotent nodes may be re-run: if their worker is lost mid-run, the coordinator waits
+    # for it to come back (a supervisor restarts it) and runs the whole graph again, up to
+    # this many times, within the run's deadline
+    retries: int = Field(default=0, ge=0, le=10)
+
+
+class EdgeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    src: str  # producer "node.output"
+    dst: str  # consumer "node.input"
+
+    def label(self) -> str:
+        return f"{self.src} -> {self.dst}"
+
+
+class GraphSpec(BaseModel):
+    """A DAG. ``inputs`` maps a graph input to the node inputs it feeds; ``outputs``
+    maps a graph output to the node output it comes from."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    nodes: dict[str, NodeSpec]
+    edges: list[EdgeSpec] = []
+    inputs: dict[str, list[str]] = {}
+    outputs: dict[str, str] = {}
+
+    @field_validator("edges", mode="before")
+    @classmethod
+    def _edges_from_arrows(cls, value: Any) -> Any:
+        # YAML-friendly "a.y -> b.x" strings are accepted next to {src, dst} maps
+        if isinstance(value, list):
+            out = []
+            for item in value:
+                if isinstance(item, str) and "->" in item:
+                    src, _, dst = item.partition("->")
+                    out.append({"src": src.strip(), "dst": dst.strip()})
+                else:
+                    out.append(item)
+            return out
+        return value
+
+    @field_validator("inputs", mode="before")
+    @classmethod
+    def _inputs_as_lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
+        return value
+
+
+class Route(BaseModel):
+    """Where one output goes: a node input on some worker."""
+
+    worker: str
+    endpoint: str
+    node: str
+    input: str
+    public_key: str | None = None  # the consumer inbox's CURVE key, when CURVE is on
+
+
+class PlanNode(BaseModel):
+    node: str
+    function: str
+    args: dict[str, Any] = {}
+    inputs: list[str] = Field(default_factory=list)  # input names to wait for
+    routes: dict[str, list[Route]] = Field(default_factory=dict)  # output -> consumers
+    graph_outputs: dict[str, list[str]] = Field(default_factory=dict)  # output -> graph outputs
+
+
+class WorkerPlan(BaseModel):
+    graph: str
+    version: int
+    worker: str
+    nodes: list[PlanNode]

@@ -1,0 +1,391 @@
+"""The worker host: one OS process, one plugin, serving DATA, CONTROL and PARAM.
+
+Sockets: a ROUTER inbox (bound; peers and clients send here), a DEALER to the
+coordinator (plans, run inputs, completions), lazily opened DEALERs to peer
+inboxes (edges go worker to worker, never through the coordinator), and a
+heartbeat thread with its own DEALER so liveness survives a long computation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zmq
+
+from interop_runtime.graph.signatures import check_array
+from interop_runtime.transport.security import Security, is_wildcard
+from interop_runtime.transport.sockets import bind_router, connect_dealer, recv_frames, send_msg
+from interop_runtime.wire.codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    Envelope,
+    decode,
+    is_error_message,
+    new_id,
+)
+from interop_runtime.wire.dtypes import wire_dtype
+from interop_runtime.wire.errors import (
+    ErrorCode,
+    FunctionFailedError,
+    InteropError,
+    UnknownFunctionError,
+    UnknownKindError,
+    UnsupportedError,
+)
+from interop_runtime.wire.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    DataMsg,
+    DeregisterMsg,
+    DoneMsg,
+    ErrorMsg,
+    ParamMsg,
+    RegisterMsg,
+    ReplyMsg,
+)
+from interop_runtime.wire.payloads import WorkerPlan
+from interop_runtime.worker.heartbeat import Heartbeat
+from interop_runtime.worker.plugin import WorkerPlugin
+from interop_runtime.worker.replies import error_msg, internal_error, to_host_array
+from interop_runtime.worker.state import Ready, WorkerState
+
+log = logging.getLogger("interop.worker")
+
+DEFAULT_HEARTBEAT_S = 1.0
+
+
+class WorkerHost:
+    def __init__(self, name: str, plugin: WorkerPlugin, plugin_name: str, coordinator: str, *,
+                 bind: str = "tcp://127.0.0.1:0", device: str = "cpu",
+                 heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                 reload: Any = None, security: Security | None = None,
+                 advertise: str | None = None) -> None:
+        self.name, self.plugin, self.plugin_name = name, plugin, plugin_name
+        self.coordinator_address, self.device = coordinator, device
+        self.heartbeat_s, self.max_bytes = heartbeat_s, max_message_bytes
+        self._reload = reload  # () -> WorkerPlugin, for CONTROL load
+        self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self.security = security
+        self.inbox, bound = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
+                                        security=security)
+        # what peers dial: the bound endpoint, unless it is a wildcard they cannot reach
+        self.endpoint = advertise or bound
+        if is_wildcard(self.endpoint):
+            self.inbox.close(0)
+            raise ValueError(f"bound {bound}, which peers on other hosts cannot dial: pass "
+                             f"--advertise tcp://<this host's address>:<port>")
+        self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes,
+                                    security=security)
+        self.peers: dict[str, zmq.Socket] = {}
+        self.peer_keys: dict[str, str | None] = {}  # endpoint -> CURVE key, from plans
+        self.poller = zmq.Poller()
+        self.poller.register(self.inbox, zmq.POLLIN)
+        self.poller.register(self.coord, zmq.POLLIN)
+        self.state = WorkerState()
+        self.functions = {f.name: f for f in plugin.describe()}
+        self.param_version = 0
+        self.paused = False
+        self.held: deque[Ready] = deque()
+        self.running = True
+        self.heartbeat = Heartbeat(self.ctx, coordinator, name, heartbeat_s, security)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def register(self, timeout_s: float = 30.0) -> None:
+        """Announce ourselves until the coordinator answers (it may start after us)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            msg = RegisterMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, name=self.name,
+                              plugin=self.plugin_name, device=self.device, endpoint=self.endpoint,
+                              public_key=self.security.public_text if self.security else None,
+                              functions=list(self.functions.values()), pid=os.getpid(),
+                              info={"python": sys.executable,
+                                    "python_version": platform.python_version()})
+            send_msg(self.coord, msg)
+            while self.coord.poll(1000):
+                _, frames = recv_frames(self.coord, router=False)
+                env = decode(frames, max_bytes=self.max_bytes)
+                if isinstance(env.msg, ReplyMsg) and env.msg.reply_to == msg.id:
+                    log.info("registered as %s at %s", self.name, self.endpoint)
+                    return
+                if isinstance(env.msg, ErrorMsg) and env.msg.reply_to == msg.id:
+                    raise InteropError(f"coordinator refused registration: {env.msg.message}")
+                self._handle(None, env, from_coordinator=True)
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no coordinator answered at {self.coordinator_address} "
+                                   f"within {timeout_s:.0f}s")
+
+    def serve_forever(self) -> None:
+        self.register()
+        self.heartbeat.start()
+        signal.signal(signal.SIGTERM, lambda *_: self.stop())
+        try:
+            while self.running:
+                self.poll_once(200)
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self.running = False
+
+    def close(self) -> None:
+        try:
+            send_msg(self.coord, DeregisterMsg(v=PROTOCOL_VERSION, id=new_id(), name=self.name,
+                                               src=self.name, reason="shutdown"), flags=zmq.NOBLOCK)
+        except zmq.ZMQError:
+            pass
+        self.heartbeat.stop_event.set()
+        self.heartbeat.join(timeout=2 * self.heartbeat_s + 1)
+        for sock in [self.inbox, self.coord, *self.peers.values()]:
+            sock.close(0)
+        self.plugin.close()
+
+    # --- the loop --------------------------------------------------------------------------
+
+    def poll_once(self, timeout_ms: int) -> None:
+        events = dict(self.poller.poll(timeout_ms))
+        for sock in events:
+            router = sock is self.inbox
+            # drain what is there now, in order, before polling again
+            while True:
+                try:
+                    peer, frames = recv_frames(sock, router=router)
+                except zmq.Again:
+                    break
+                self._on_frames(sock, peer, frames)
+                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    break
+        if self.heartbeat.unknown_to_coordinator.is_set():
+            self.heartbeat.unknown_to_coordinator.clear()
+            log.warning("coordinator does not know us (restarted?); registering again")
+            self.register()
+        self.state.expire(time.monotonic())
+
+    def _on_frames(self, sock: zmq.Socket, peer: bytes | None, frames: list[Any]) -> None:
+        try:
+            env = decode(frames, max_bytes=self.max_bytes)
+        except InteropError as exc:
+            log.warning("bad message: %s", exc)
+            if not is_error_message(frames):
+                self._reply(sock, peer, error_msg(exc, src=self.name, reply_to=None))
+            return
+        if sock is self.inbox or sock is self.coord:
+            self._handle((sock, peer), env, from_coordinator=sock is self.coord)
+        elif isinstance(env.msg, ErrorMsg):  # a peer rejected DATA we sent
+            log.warning("peer error: %s", env.msg.message)
+
+    def _reply(self, sock: zmq.Socket, peer: bytes | None, msg: Any, arrays: Any = None) -> None:
+        try:
+            send_msg(sock, msg, arrays, peer=peer, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            log.warning("could not reply: %s", exc)
+
+    def _handle(self, origin: tuple[zmq.Socket, bytes | None] | None, env: Envelope, *,
+                from_coordinator: bool) -> None:
+        msg = env.msg
+        sock, peer = origin if origin else (self.coord, None)
+        try:
+            if isinstance(msg, DataMsg):
+                self._on_data(msg, env.arrays)
+            elif isinstance(msg, ControlMsg):
+                self._on_control(sock, peer, msg, env.arrays)
+            elif isinstance(msg, ParamMsg):
+                self._on_param(sock, peer, msg, env.arrays)
+            elif isinstance(msg, (ReplyMsg, ErrorMsg)):
+                if isinstance(msg, ErrorMsg) and msg.code == ErrorCode.UNKNOWN_TARGET \
+                        and from_coordinator and msg.field == "name":
+                    self.heartbeat.unknown_to_coordinator.set()
+            else:
+                raise UnknownKindError(f"a worker does not accept {msg.kind!r} messages",
+                                       field="kind")
+        except Exception as exc:  # every failure becomes a typed reply; the loop goes on
+            err = exc if isinstance(exc, InteropError) else internal_error(exc)
+            if isinstance(msg, DataMsg):
+                self._report_failure(msg.graph, msg.run, msg.node, err)
+            self._reply(sock, peer, error_msg(err, src=self.name, reply_to=msg.id,
+                                              run=getattr(msg, "run", None)))
+
+    # --- DATA: the run path ------------------------------------------------------------------
+
+    def _on_data(self, msg: DataMsg, arrays: dict[str, np.ndarray]) -> None:
+        work: deque[tuple[str, str, str, dict[str, np.ndarray]]] = deque(
+            [(msg.graph, msg.run, msg.node, arrays)])
+        while work:
+            graph, run, node, ins = work.popleft()
+            ready = self.state.accept(graph, run, node, ins, time.monotonic())
+            if ready is None:
+                continue
+            if self.paused:
+                self.held.append(ready)
+                continue
+            work.extend(self._execute(ready))
+
+    def _execute(self, ready: Ready) -> list[tuple[str, str, str, dict[str, np.ndarray]]]:
+        """Run one ready node; send its outputs on; return DATA addressed to ourselves."""
+        plan, run, graph = ready.plan, ready.run, ready.graph
+        local: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
+        t0 = time.perf_counter_ns()
+        try:
+            outputs = self._call(plan.function, ready.inputs, plan.args, node=plan.node)
+        except InteropError as exc:
+            self._report_failure(graph, run, plan.node, exc)
+            return local
+        compute_us = (time.perf_counter_ns() - t0) // 1000
+        bytes_out = 0
+        batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        for out, routes in plan.routes.items():
+            for route in routes:
+                batches.setdefault((route.endpoint, route.node), {})[route.input] = outputs[out]
+        for (endpoint, node), tensors in batches.items():
+            if endpoint == self.endpoint:
+                local.append((graph, run, node, tensors))
+                continue
+            bytes_out += sum(a.nbytes for a in tensors.values())
+            send_msg(self._peer(endpoint), DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name,
+                                                   graph=graph, run=run, node=node), tensors)
+        results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
+        send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
+                                     run=run, node=plan.node, compute_us=compute_us,
+                                     wait_us=int(ready.wait_s * 1e6), bytes_out=bytes_out), results)
+        return local
+
+    def _call(self, function: str, inputs: Mapping[str, np.ndarray], args: Mapping[str, Any], *,
+              node: str | None = None) -> dict[str, np.ndarray]:
+        spec = self.functions.get(function)
+        if spec is None:
+            raise UnknownFunctionError(f"worker {self.name!r} has no function {function!r} "
+                                       f"(it offers: {', '.join(self.functions) or 'none'})",
+                                       field="function", node=node, worker=self.name)
+        for s in spec.inputs:
+            if s.name not in inputs:
+                raise FunctionFailedError(f"{function}: missing input {s.name!r}", field=s.name,
+                                          node=node, worker=self.name)
+            check_array(s, inputs[s.name], where=f"{function} input {s.name!r}", node=node)
+        try:
+            raw = self.plugin.call(function, inputs, args)
+        except InteropError:
+            raise
+        except Exception as exc:  # the plugin's own failure, reported not raised
+            log.exception("function %s failed", function)
+            raise FunctionFailedError(f"{function} raised {type(exc).__name__}: {exc}",
+                                      node=node, worker=self.name) from exc
+        if self.plugin.mutates_params(function):
+            self.param_version += 1
+        outputs = {k: to_host_array(v) for k, v in raw.items()}
+        missing = [s.name for s in spec.outputs if s.name not in outputs]
+        if missing:
+            raise FunctionFailedError(f"{function} did not return output(s) {', '.join(missing)}",
+                                      node=node, worker=self.name)
+        return outputs
+
+    def _report_failure(self, graph: str, run: str, node: str, exc: InteropError) -> None:
+        send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
+                                     run=run, node=node, ok=False, code=exc.code.value,
+                                     message=exc.message))
+
+    def _peer(self, endpoint: str) -> zmq.Socket:
+        sock = self.peers.get(endpoint)
+        if sock is None:
+            sock = self.peers[endpoint] = connect_dealer(
+                self.ctx, endpoint, max_message_bytes=self.max_bytes, security=self.security,
+                server_key=self.peer_keys.get(endpoint))
+            self.poller.register(sock, zmq.POLLIN)
+        return sock
+
+    # --- CONTROL and PARAM ---------------------------------------------------------------------
+
+    def _ok(self, sock: zmq.Socket, peer: bytes | None, msg: Any, body: dict[str, Any] | None = None,
+            arrays: Any = None) -> None:
+        self._reply(sock, peer, ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name,
+                                         reply_to=msg.id, body=body or {}), arrays)
+
+    def _on_control(self, sock: zmq.Socket, peer: bytes | None, msg: ControlMsg,
+                    arrays: dict[str, np.ndarray]) -> None:
+        action = msg.action
+        if action == "invoke":
+            if not msg.function:
+                raise UnknownFunctionError("invoke needs a function name", field="function")
+            t0 = time.perf_counter_ns()
+            outputs = self._call(msg.function, arrays, msg.args, node=msg.node)
+            self._ok(sock, peer, msg, {"compute_us": (time.perf_counter_ns() - t0) // 1000},
+                     outputs)
+        elif action == "plan":
+            plan = WorkerPlan.model_validate(msg.args.get("plan", {}))
+            self.state.install(plan)
+            for plan_node in plan.nodes:
+                for routes in plan_node.routes.values():
+                    for route in routes:
+                        if self.peer_keys.get(route.endpoint, route.public_key) != route.public_key:
+                            self.peers.pop(route.endpoint).close(0)  # the peer's key changed
+                        self.peer_keys[route.endpoint] = route.public_key
+            self._ok(sock, peer, msg, {"graph": plan.graph, "version": plan.version})
+        elif action == "cancel":
+            if msg.run:
+                dropped = self.state.cancel(msg.run, time.monotonic())
+                self.held = deque(r for r in self.held if r.run != msg.run)
+            elif msg.graph:
+                self.state.drop_graph(msg.graph)
+                dropped = 0
+            else:
+                raise UnsupportedError("cancel needs a run or a graph", field="run")
+            self._ok(sock, peer, msg, {"dropped": dropped})
+        elif action == "describe":
+            self._ok(sock, peer, msg, {"name": self.name, "plugin": self.plugin_name,
+                                       "device": self.device, "endpoint": self.endpoint,
+                                       "functions": [f.model_dump(exclude_none=True)
+                                                     for f in self.functions.values()]})
+        elif action == "model":  # the model as a neutral graph, for compatibility reports
+            self._ok(sock, peer, msg, {"graph": self.plugin.model_graph()})
+        elif action == "ping":
+            self._ok(sock, peer, msg, {"name": self.name, "pending": len(self.state.pending)})
+        elif action == "pause":
+            self.paused = True
+            self._ok(sock, peer, msg, {"paused": True})
+        elif action == "resume":
+            self.paused = False
+            self._ok(sock, peer, msg, {"paused": False})
+            while self.held and not self.paused:
+                for graph, run, node, ins in self._execute(self.held.popleft()):
+                    self._on_data(DataMsg(v=PROTOCOL_VERSION, id=new_id(), graph=graph, run=run,
+                                          node=node), ins)
+        elif action == "unload":
+            self.plugin.close()
+            self.functions = {}
+            self._ok(sock, peer, msg, {"loaded": False})
+        elif action == "load":
+            if self._reload is None:
+                raise UnsupportedError("this worker cannot reload its model")
+            self.plugin = self._reload()
+            self.functions = {f.name: f for f in self.plugin.describe()}
+            self._ok(sock, peer, msg, {"loaded": True, "functions": list(self.functions)})
+        elif action == "shutdown":
+            self._ok(sock, peer, msg, {"stopping": True})
+            self.stop()
+
+    def _on_param(self, sock: zmq.Socket, peer: bytes | None, msg: ParamMsg,
+                  arrays: dict[str, np.ndarray]) -> None:
+        if msg.op == "list":
+            params = self.plugin.get_params(None)
+            self._ok(sock, peer, msg, {"version": self.param_version, "params": {
+                n: {"dtype": wire_dtype(a.dtype), "shape": list(a.shape)}
+                for n, a in params.items()}})
+        elif msg.op == "get":
+            params = self.plugin.get_params(msg.names)
+            self._ok(sock, peer, msg, {"version": self.param_version},
+                     {n: to_host_array(a) for n, a in params.items()})
+        elif msg.op == "set":
+            if msg.version is not None and msg.version != self.param_version:
+                raise UnsupportedError(f"parameters are at version {self.param_version}, the write "
+                                       f"expected {msg.version}", field="version")
+            self.plugin.set_params(arrays)
+            self.param_version += 1
+            self._ok(sock, peer, msg, {"version": self.param_version, "names": list(arrays)})

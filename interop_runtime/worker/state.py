@@ -1,0 +1,108 @@
+"""A worker's bookkeeping without I/O: installed plans and the pending-input table.
+
+Inputs for a node of a run arrive one edge at a time, from the coordinator or
+from peer workers; when the last one arrives the node is ready. Entries expire
+after a TTL so that a lost coordinator or a failed run never leaks memory here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from interop_runtime.wire.errors import BadHeaderError, UnknownTargetError
+from interop_runtime.wire.payloads import PlanNode, WorkerPlan
+
+DEFAULT_PENDING_TTL_S = 600.0
+CANCELLED_MEMORY_S = 60.0
+
+
+@dataclass
+class Pending:
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    first_at: float = 0.0
+    last_at: float = 0.0
+
+
+@dataclass
+class Ready:
+    graph: str
+    run: str
+    plan: PlanNode
+    inputs: dict[str, np.ndarray]
+    wait_s: float
+
+
+class WorkerState:
+    def __init__(self, pending_ttl_s: float = DEFAULT_PENDING_TTL_S) -> None:
+        self.pending_ttl_s = pending_ttl_s
+        self.plans: dict[str, dict[str, PlanNode]] = {}
+        self.versions: dict[str, int] = {}
+        self.pending: dict[tuple[str, str, str], Pending] = {}
+        self.cancelled: dict[str, float] = {}  # run -> forget-after time
+
+    def install(self, plan: WorkerPlan) -> None:
+        self.plans[plan.graph] = {n.node: n for n in plan.nodes}
+        self.versions[plan.graph] = plan.version
+
+    def drop_graph(self, graph: str) -> None:
+        self.plans.pop(graph, None)
+        self.versions.pop(graph, None)
+        for key in [k for k in self.pending if k[0] == graph]:
+            del self.pending[key]
+
+    def plan_node(self, graph: str, node: str) -> PlanNode:
+        nodes = self.plans.get(graph)
+        if nodes is None:
+            raise UnknownTargetError(f"no plan for graph {graph!r} on this worker", field="graph")
+        plan = nodes.get(node)
+        if plan is None:
+            raise UnknownTargetError(f"graph {graph!r} has no node {node!r} on this worker",
+                                     node=node, field="node")
+        return plan
+
+    def accept(self, graph: str, run: str, node: str, arrays: dict[str, np.ndarray], now: float
+               ) -> Ready | None:
+        """Add inputs for (run, node); return the node once all its inputs are in.
+
+        Raises UnknownTargetError / BadHeaderError for data that fits no plan."""
+        plan = self.plan_node(graph, node)
+        if run in self.cancelled:
+            return None  # late data for a cancelled or failed run: drop silently
+        for name in arrays:
+            if name not in plan.inputs:
+                raise BadHeaderError(f"node {node!r} has no input {name!r} (inputs: "
+                                     f"{', '.join(plan.inputs) or 'none'})", node=node, field=name)
+        key = (graph, run, node)
+        entry = self.pending.get(key)
+        if entry is None and len(arrays) == len(plan.inputs):
+            return Ready(graph, run, plan, dict(arrays), 0.0)  # all inputs in one message
+        if entry is None:
+            entry = self.pending[key] = Pending(first_at=now)
+        for name, arr in arrays.items():
+            if name in entry.arrays:
+                raise BadHeaderError(f"input {node}.{name} of run {run!r} arrived twice",
+                                     node=node, field=name)
+            entry.arrays[name] = arr
+        entry.last_at = now
+        if len(entry.arrays) == len(plan.inputs):
+            del self.pending[key]
+            return Ready(graph, run, plan, entry.arrays, now - entry.first_at)
+        return None
+
+    def cancel(self, run: str, now: float) -> int:
+        """Forget a run's pending inputs and ignore its late data; returns entries dropped."""
+        self.cancelled[run] = now + CANCELLED_MEMORY_S
+        keys = [k for k in self.pending if k[1] == run]
+        for key in keys:
+            del self.pending[key]
+        return len(keys)
+
+    def expire(self, now: float) -> list[tuple[str, str, str]]:
+        stale = [k for k, p in self.pending.items() if now - p.first_at > self.pending_ttl_s]
+        for key in stale:
+            del self.pending[key]
+        for run in [r for r, t in self.cancelled.items() if t < now]:
+            del self.cancelled[run]
+        return stale
