@@ -28,7 +28,7 @@ def _sub(schema: dict[str, Any], name: str) -> jsonschema.Draft202012Validator:
 def test_schema_file_matches_the_models(schema: dict[str, Any]) -> None:
     generated = json.loads(json.dumps(json_schema()))  # tuples -> lists, as in the file
     assert schema == generated, (
-        "protocol/schema.json is out of date with interop_runtime/messages.py; "
+        "protocol/schema.json is out of date with interop_runtime/wire/; "
         "run `.venv/bin/python -m interop_runtime.wire.schema` and commit the result")
 
 

@@ -4,7 +4,6 @@ and copy parameters between them (registered by app.py).
 No `from __future__ import annotations`: typer reads the option types at runtime.
 """
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -15,7 +14,7 @@ from interop_runtime.cli.common import (
     CoordKeyOpt,
     CoordOpt,
     KeyOpt,
-    connect,
+    client_session,
     console,
 )
 from interop_runtime.ops.compat.report import compare_workers
@@ -23,18 +22,6 @@ from interop_runtime.ops.compat.report import compare_workers
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
-
-    def session(coordinator: str, key: Path | None, coordinator_key: Path | None,
-                timeout: float, what: Any) -> Any:
-        """Run ``what(client)``; an InteropError prints one line and exits 1."""
-        from interop_runtime.wire.errors import InteropError
-
-        try:
-            with connect(coordinator, key, coordinator_key, timeout) as c:
-                return what(c)
-        except InteropError as exc:
-            console.print(f"[red]{type(exc).__name__}:[/red] {escape(str(exc))}", soft_wrap=True)
-            raise typer.Exit(1) from None
 
     @app.command("compat")
     def compat(
@@ -58,8 +45,8 @@ def register(app: typer.Typer) -> None:
 
         if draw not in (None, "mermaid", "dot"):
             raise typer.BadParameter("--draw takes mermaid or dot")
-        report = session(coordinator, key, coordinator_key, timeout,
-                         lambda c: compare_workers(c, worker_a, worker_b))
+        with client_session(coordinator, key, coordinator_key, timeout) as c:
+            report = compare_workers(c, worker_a, worker_b)
         if json_out:
             print(report.to_json(graphs=graphs))
         elif draw:
@@ -93,6 +80,7 @@ def register(app: typer.Typer) -> None:
             count = len(build_mapping(report, strict=not partial))
             return count, copy(c, src, dst, strict=not partial, report=report)
 
-        count, version = session(coordinator, key, coordinator_key, timeout, run)
+        with client_session(coordinator, key, coordinator_key, timeout) as c:
+            count, version = run(c)
         console.print(f"copied {count} parameter(s) {escape(src)} -> {escape(dst)}; "
                       f"{escape(dst)} is now at version {version}")

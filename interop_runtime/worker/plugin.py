@@ -59,7 +59,7 @@ class WorkerPlugin(ABC):
         return False
 
     def model_graph(self) -> dict[str, Any]:
-        """The model as a framework-neutral graph (see interop_runtime.modelgraph), optional."""
+        """The model as a framework-neutral graph (see interop_runtime.ops.compat.modelgraph), optional."""
         raise UnsupportedError(f"plugin {type(self).__name__} cannot describe its model graph")
 
     def output_layouts(self, function: str) -> Mapping[str, str]:

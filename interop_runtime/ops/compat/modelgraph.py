@@ -2,7 +2,7 @@
 
 Each plugin translates its framework's own graph (torch.export, the Keras layer
 graph, an ONNX graph) into a ``ModelGraph``; compatibility reports
-(``compat.py``) and cross-framework parameter copies (``param_mapping.py``)
+(``report.py``) and cross-framework parameter copies (``ops.params.mapping``)
 only ever see this form. It travels as plain JSON-able data in the reply to
 CONTROL ``model``; no framework is imported here.
 

@@ -11,7 +11,7 @@ Every read reports the version it got; every write can demand the version it exp
 
 Averaging needs identical names, shapes and dtypes (twins of one framework). A parameter
 set of another framework is brought into the destination's layout by a ``mapping`` hook,
-``(src_params) -> dst_params`` (see ``param_mapping``); this module does no layout work.
+``(src_params) -> dst_params`` (see ``ops.params.mapping``); this module does no layout work.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""An ONNX model as a framework-neutral ModelGraph (see interop_runtime.modelgraph).
+"""An ONNX model as a framework-neutral ModelGraph (see interop_runtime.ops.compat.modelgraph).
 
 Ops are the graph's nodes; parameters are the initializers the nodes read, under
 their initializer names (what PARAM get returns). Tensor shapes come from ONNX

@@ -195,7 +195,7 @@ class OnnxRuntimePlugin(WorkerPlugin):
                                "again with new weights (or serve it with the torch plugin)")
 
     def model_graph(self) -> dict[str, Any]:
-        from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)
+        from .modelgraph import build  # the model as a neutral graph (ops.compat.modelgraph)
 
         if self._path is None:
             raise UnknownTargetError("no model is loaded")

@@ -1,4 +1,4 @@
-"""A Keras model as a framework-neutral ModelGraph (see interop_runtime.modelgraph).
+"""A Keras model as a framework-neutral ModelGraph (see interop_runtime.ops.compat.modelgraph).
 
 Read from the functional layer graph: each layer's first inbound node gives its
 input tensors (named after the producing layer), so tensors and shapes are the

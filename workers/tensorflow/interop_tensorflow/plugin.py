@@ -131,7 +131,7 @@ class TensorFlowPlugin(WorkerPlugin):
                                                                trainspec.DISTILL_STEP)
 
     def model_graph(self) -> dict[str, Any]:
-        from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)
+        from .modelgraph import build  # the model as a neutral graph (ops.compat.modelgraph)
 
         return build(self._loaded()).to_dict()
 

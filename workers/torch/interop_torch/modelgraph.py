@@ -1,4 +1,4 @@
-"""A torch model as a framework-neutral ModelGraph (see interop_runtime.modelgraph).
+"""A torch model as a framework-neutral ModelGraph (see interop_runtime.ops.compat.modelgraph).
 
 Best first: torch.export on example inputs built from the declared input specs
 (ATen ops with shapes; parameters from the graph signature); else FX symbolic

@@ -186,7 +186,7 @@ class TorchPlugin(WorkerPlugin):
                                                                trainspec.DISTILL_STEP)
 
     def model_graph(self) -> dict[str, Any]:
-        from .modelgraph import build  # the model as a neutral graph (interop_runtime.modelgraph)
+        from .modelgraph import build  # the model as a neutral graph (ops.compat.modelgraph)
 
         if self._model is None:
             raise UnknownTargetError("no model is loaded")
