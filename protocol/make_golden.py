@@ -126,6 +126,10 @@ A_OUT = X * 2.0
 Y = A_OUT + 1.0
 
 
+SESSION = "5f0c6d9e2a1b47c3a8e4f1d2b3c4a5e6"  # in real traffic: 128 random bits, hex
+EPOCH = "0d1e2f3a4b5c6d7e8f90a1b2c3d4e5f6"
+
+
 def worker_flow() -> list[dict[str, Any]]:
     return [
         vector("register", "A worker announces itself on its coordinator DEALER: its name, plugin, "
@@ -140,13 +144,24 @@ def worker_flow() -> list[dict[str, Any]]:
                RegisterMsg(v=V, id="w2-0001", src="w2", name="w2", plugin="torch",
                            device="cuda:0", endpoint=W2_INBOX, public_key=CURVE_KEY,
                            functions=[ADD_CONST], pid=4243)),
-        vector("reply_register", "The coordinator accepts the registration.",
-               ReplyMsg(v=V, id="co-0001", src=CO, reply_to="w1-0001", body={"name": "w1"})),
+        vector("reply_register", "The coordinator accepts the registration. 'session' is the "
+               "token every heartbeat of this worker must carry; 'heartbeat_s' and "
+               "'dead_after_s' say how often to beat and when the worker counts as lost; "
+               "'epoch' names this coordinator process (it changes on a restart).",
+               ReplyMsg(v=V, id="co-0001", src=CO, reply_to="w1-0001",
+                        body={"name": "w1", "session": SESSION, "heartbeat_s": 1.0,
+                              "dead_after_s": 2.0, "epoch": EPOCH})),
         vector("heartbeat", "Liveness, sent every heartbeat interval on the worker's separate "
-               "heartbeat DEALER; no reply when the worker is known.",
-               HeartbeatMsg(v=V, id="w1-0002", src="w1", name="w1")),
+               "heartbeat DEALER with the session of its REGISTER reply; no reply when the "
+               "worker is known and the session is right.",
+               HeartbeatMsg(v=V, id="w1-0002", src="w1", name="w1", session=SESSION)),
         vector("heartbeat_busy", "A heartbeat from a worker that is computing.",
-               HeartbeatMsg(v=V, id="w1-0003", src="w1", name="w1", busy=True)),
+               HeartbeatMsg(v=V, id="w1-0003", src="w1", name="w1", busy=True, session=SESSION)),
+        vector("error_unauthorized_heartbeat", "A heartbeat for w1 whose session is not w1's "
+               "(from another process): refused, and w1's liveness is not renewed.",
+               ErrorMsg(v=V, id="co-0003", src=CO, reply_to="x-0002", code="unauthorized",
+                        message="heartbeat for worker 'w1' without its session",
+                        field="session", worker="w1")),
         vector("error_unknown_target_heartbeat", "The coordinator does not know this worker (it "
                "restarted or declared the worker lost): field 'name' tells the worker to REGISTER "
                "again.",
@@ -388,6 +403,13 @@ def _t(name: str, dtype: str, shape: list[Any], frame: Any) -> dict[str, Any]:
     return {"name": name, "dtype": dtype, "shape": shape, "frame": frame}
 
 
+def _nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 def invalid_vectors() -> list[dict[str, Any]]:
     four = np.arange(4, dtype="<f4").tobytes()
     two = _pack(_data(tensors=[_t("a", "float32", [4], 1), _t("b", "float32", [4], 2)]))
@@ -406,8 +428,8 @@ def invalid_vectors() -> list[dict[str, Any]]:
                 [two, four], "bad_frame"),
         invalid("unreferenced_frame", "A buffer frame that no tensor references.",
                 [ok, four, four], "bad_frame"),
-        invalid("wrong_version", "v is 2; this is protocol version 1.",
-                [_pack({**_data(), "v": 2})], "version"),
+        invalid("wrong_version", f"v is 1; this is protocol version {V}.",
+                [_pack({**_data(), "v": 1})], "version"),
         invalid("missing_version", "No v field.",
                 [_pack({k: v for k, v in _data().items() if k != "v"})], "bad_header"),
         invalid("unknown_kind", "kind 'stream' is not in the closed list.",
@@ -432,6 +454,31 @@ def invalid_vectors() -> list[dict[str, Any]]:
                 [_pack(_data(tensors=[_t("a", "float8", [4], 1)])), four], "bad_tensor"),
         invalid("byte_length_mismatch", "float32 x [4] needs 16 bytes; the frame has 12.",
                 [ok, four[:12]], "bad_tensor"),
+        invalid("too_many_dimensions", "A tensor with 33 dimensions (at most 32).",
+                [_pack(_data(tensors=[_t("a", "float32", [1] * 33, 1)])), four[:4]],
+                "bad_header"),
+        invalid("dimension_too_big", "A dimension of 2**63 (each must be below 2**63).",
+                [_pack(_data(tensors=[_t("a", "uint8", [1 << 63], 1)])), b""], "bad_header"),
+        invalid("element_count_too_big", "Dimensions whose product is 2**64: the element count "
+                "must stay below 2**63, checked before any arithmetic on it.",
+                [_pack(_data(tensors=[_t("a", "uint8", [1 << 32, 1 << 32], 1)])), b""],
+                "bad_header"),
+        invalid("bin_in_args", "A msgpack bin value inside CONTROL args: headers carry no bytes.",
+                [_pack({"kind": "control", "v": V, "id": "x-0003", "action": "invoke",
+                        "function": "f", "args": {"blob": b"\x00\x01"}})], "bad_header"),
+        invalid("ext_in_spec", "A msgpack ext value inside a GRAPH spec.",
+                [_pack({"kind": "graph", "v": V, "id": "x-0004", "op": "validate",
+                        "spec": {"name": msgpack.ExtType(7, b"x")}})], "bad_header"),
+        invalid("nested_too_deep", "CONTROL args nested 40 levels deep (at most 32).",
+                [_pack({"kind": "control", "v": V, "id": "x-0005", "action": "invoke",
+                        "function": "f", "args": {"a": _nested(40)}})], "bad_header"),
+        invalid("nan_in_args", "A NaN inside CONTROL args: args are JSON, finite numbers only.",
+                [_pack({"kind": "control", "v": V, "id": "x-0006", "action": "invoke",
+                        "function": "f", "args": {"scale": float("nan")}})], "bad_header"),
+        invalid("nan_timeout", "A RUN whose timeout_s is NaN: a deadline is a finite number of "
+                "seconds, above 0 and at most a week.",
+                [_pack({"kind": "run", "v": V, "id": "x-0007", "graph": "g", "run": "r",
+                        "timeout_s": float("nan")})], "bad_header"),
         invalid("too_large", "32 float32 (128 bytes) plus the header, sent to a receiver that "
                 "accepts at most 128 bytes in all.",
                 [_pack(_data(tensors=[_t("a", "float32", [32], 1)])), bytes(128)], "too_large",

@@ -8,7 +8,7 @@ import pytest
 import zmq
 
 from interop_runtime import PROTOCOL_VERSION, ErrorCode, Graph
-from interop_runtime.client.testing import numpy_worker
+from interop_runtime.client.testing import dial, inbox, numpy_worker
 from interop_runtime.wire.codec import decode, encode, header_bytes
 from interop_runtime.wire.messages import ControlMsg, DataMsg, QueryMsg, RunMsg
 
@@ -32,13 +32,13 @@ def cluster():
 
 @pytest.fixture
 def raw(cluster):
-    ctx = zmq.Context.instance()
     socks: list[zmq.Socket] = []
 
     def connect(address: str) -> zmq.Socket:
-        s = ctx.socket(zmq.DEALER)
-        s.setsockopt(zmq.LINGER, 0)
-        s.connect(address)
+        # a client of the cluster that speaks the protocol by hand (with its CURVE key)
+        server = "coordinator" if address == cluster.address else next(
+            w for w in ("w1", "w2") if address == inbox(cluster, w))
+        s = dial(cluster, address, server=server)
         socks.append(s)
         return s
     yield connect
@@ -141,5 +141,5 @@ def test_unknown_worker_node_function_graph(cluster, raw) -> None:
 
 def test_header_is_canonical_msgpack() -> None:
     msg = QueryMsg(v=PROTOCOL_VERSION, id="q", what="status")
-    assert header_bytes(msg) == msgpack.packb({"kind": "query", "v": 1, "id": "q",
+    assert header_bytes(msg) == msgpack.packb({"kind": "query", "v": PROTOCOL_VERSION, "id": "q",
                                                "tensors": [], "what": "status"})

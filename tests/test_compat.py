@@ -209,17 +209,17 @@ def test_cli_compat_table_json_and_draw_then_copy(cluster: LocalCluster) -> None
 
     runner = CliRunner()
     addr = ["-c", cluster.address]
-    res = runner.invoke(app, ["compat", "keras_cnn", "torch_cnn", *addr])
+    res = runner.invoke(app, ["compat", "keras_cnn", "torch_cnn", *addr], env=cluster.connection())
     assert res.exit_code == 0, res.output
     assert "compatible for parameter transfer" in res.output and "transpose(3, 2, 0, 1)" in res.output
-    res = runner.invoke(app, ["compat", "keras_mlp", "torch_mlp", "--json", *addr])
+    res = runner.invoke(app, ["compat", "keras_mlp", "torch_mlp", "--json", *addr], env=cluster.connection())
     assert res.exit_code == 0, res.output
     assert json.loads(res.output)["structure_matches"] is True
-    res = runner.invoke(app, ["compat", "keras_mlp", "torch_mlp", "--draw", "mermaid", *addr])
+    res = runner.invoke(app, ["compat", "keras_mlp", "torch_mlp", "--draw", "mermaid", *addr], env=cluster.connection())
     assert res.exit_code == 0 and res.output.startswith("flowchart")
-    res = runner.invoke(app, ["compat", "keras_mlp", "torch_cnn", *addr])
+    res = runner.invoke(app, ["compat", "keras_mlp", "torch_cnn", *addr], env=cluster.connection())
     assert res.exit_code == 4 and "not compatible" in res.output
-    res = runner.invoke(app, ["copy-params", "torch_mlp", "keras_mlp", *addr])
+    res = runner.invoke(app, ["copy-params", "torch_mlp", "keras_mlp", *addr], env=cluster.connection())
     assert res.exit_code == 0 and "copied 4 parameter(s)" in res.output, res.output
 
 

@@ -29,12 +29,16 @@ F = FunctionSpec(name="f", inputs=[TensorSpec(name="x", dtype="float32")],
                  outputs=[TensorSpec(name="y", dtype="float32")])
 
 
+SESSION: dict[str, str] = {}  # worker -> the heartbeat session its REGISTER reply gave
+
+
 def setup() -> tuple[CoordinatorState, Graph]:
     st = CoordinatorState(heartbeat_s=1.0)
     for name, ident in ID.items():
         out = st.handle(ident, Envelope(RegisterMsg(v=V, id=f"r-{name}", name=name, plugin="numpy",
                                                     endpoint=f"tcp://{name}", functions=[F])), 0.0)
         assert isinstance(out[0].msg, ReplyMsg)
+        SESSION[name] = out[0].msg.body["session"]
     g = Graph("chain").node("a", "w1", "f").node("b", "w2", "f").edge("a.y", "b.x")
     g.input("x", "a.x").output("y", "b.y")
     sends = st.handle(CLIENT, Envelope(GraphMsg(v=V, id="g1", op="register",
@@ -73,7 +77,7 @@ def test_lost_worker_fails_exactly_its_runs() -> None:
                                {"x": np.ones(1, np.float32)}), 1.0)
     st.handle(ID["w1"], Envelope(DoneMsg(v=V, id="d", graph="chain", run="r1", node="a")), 1.1)
     # w2 keeps quiet past two heartbeat intervals; w1 heartbeats
-    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1")), 2.0)
+    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1", session=SESSION["w1"])), 2.0)
     assert st.tick(1.9) == []  # one interval of silence is not death
     out = st.tick(2.1)
     errors = [s for s in out if isinstance(s.msg, ErrorMsg)]

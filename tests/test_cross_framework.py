@@ -195,7 +195,7 @@ def test_worker_without_its_framework_says_what_to_install(tmp_path, plugin, pac
     import os
     proc = subprocess.run([sys.executable, "-m", "interop_runtime", "worker", "start",
                            "--plugin", plugin, "--config", str(config),
-                           "--coordinator", "tcp://127.0.0.1:1"],
+                           "--coordinator", "tcp://127.0.0.1:1", "--insecure"],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(tmp_path)})
     assert proc.returncode == 3, proc.stdout + proc.stderr

@@ -4,6 +4,7 @@ served by an onnxruntime worker, outputs compared (interop_runtime.migration / p
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -156,13 +157,14 @@ def test_cli_migrate(cluster: Any, tmp_path: Path) -> None:
     out = tmp_path / "k_cnn.onnx"
     cmd = [sys.executable, "-m", "interop_runtime", "migrate", "k_cnn", "--to", "onnx",
            "--out", str(out), "-c", cluster.address, "--batch", "5", "--json"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180,
+    env = {**os.environ, **cluster.connection()}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env,
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(done.stdout)
     assert report["passed"] and report["inputs"] == {"image": [5, 8, 8, 3]}
     assert out.is_file() and report["onnx_path"] == str(out)
-    table = subprocess.run([*cmd[:-1]], capture_output=True, text=True, timeout=180,
+    table = subprocess.run([*cmd[:-1]], capture_output=True, text=True, timeout=180, env=env,
                            check=False)
     assert table.returncode == 0 and "PASS" in table.stdout
     refused = subprocess.run([*cmd[:4], "plain", *cmd[5:-1]], capture_output=True, text=True,

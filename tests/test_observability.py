@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import urllib.request
@@ -17,9 +18,10 @@ from interop_runtime.client.testing import numpy_worker
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cli(*args: str) -> str:
+def cli(*args: str, env: dict[str, str] | None = None) -> str:
     return subprocess.run([sys.executable, "-m", "interop_runtime", *args], capture_output=True,
-                          text=True, timeout=60, check=True).stdout
+                          text=True, timeout=60, check=True,
+                          env={**os.environ, **(env or {})}).stdout
 
 
 def test_metrics_logs_and_status(start_cluster) -> None:
@@ -48,9 +50,9 @@ def test_metrics_logs_and_status(start_cluster) -> None:
              if line.startswith("{")]
     assert any(rec["component"] == "coordinator" and "registered" in rec["msg"] for rec in lines)
 
-    out = json.loads(cli("status", "-c", cluster.address, "--json"))
+    out = json.loads(cli("status", "-c", cluster.address, "--json", env=cluster.connection()))
     assert out["workers_alive"] == 2 and out["runs_ok"] == 3 and out["runs_failed"] == 1
-    table = cli("status", "-c", cluster.address)
+    table = cli("status", "-c", cluster.address, env=cluster.connection())
     assert "w1" in table and "w2" in table
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from typing import Any
@@ -150,27 +151,28 @@ def test_torch_safetensors_round_trip_and_averaged_twins(start_cluster, tmp_path
     np.testing.assert_allclose(out1, want, rtol=0, atol=1e-6)
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "interop_runtime", "params", *args],
-                          check=False, capture_output=True, text=True, timeout=60)
+                          check=False, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **(env or {})})
 
 
 def test_cli_average_list_export_import(numpy_cluster, tmp_path) -> None:
     addr = numpy_cluster.address
     with numpy_cluster.client(timeout_s=10) as c:
         expected = mean64([c.get_params("n1"), c.get_params("n2")], [0.3, 0.7])
-        proc = _cli("average", "n1", "n2", "--weights", "0.3,0.7", "--into", "n2", "-c", addr)
+        proc = _cli("average", "n1", "n2", "--weights", "0.3,0.7", "--into", "n2", "-c", addr, env=numpy_cluster.connection())
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "n2: parameters now at version 1" in proc.stdout
         got = c.get_params("n2")
         assert got.version == 1 and all(got[n].tobytes() == expected[n].tobytes() for n in got)
 
-        proc = _cli("list", "n2", "-c", addr)
+        proc = _cli("list", "n2", "-c", addr, env=numpy_cluster.connection())
         assert proc.returncode == 0 and "version 1" in proc.stdout and "[4, 3]" in proc.stdout
         path = tmp_path / "n2.safetensors"
-        assert _cli("export", "n2", str(path), "-c", addr).returncode == 0
-        proc = _cli("import", "n3", str(path), "--verify-version", "1", "-c", addr)
+        assert _cli("export", "n2", str(path), "-c", addr, env=numpy_cluster.connection()).returncode == 0
+        proc = _cli("import", "n3", str(path), "--verify-version", "1", "-c", addr, env=numpy_cluster.connection())
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert c.get_params("n3")["w"].tobytes() == expected["w"].tobytes()
-        proc = _cli("set", "n3", str(path), "--expect-version", "0", "-c", addr)
+        proc = _cli("set", "n3", str(path), "--expect-version", "0", "-c", addr, env=numpy_cluster.connection())
         assert proc.returncode == 1 and "'n3'" in proc.stdout and "concurrently" in proc.stdout

@@ -11,6 +11,7 @@ import zmq
 
 from interop_runtime import Client, Graph, RunTimeoutError
 from interop_runtime.client.testing import numpy_worker
+from interop_runtime.transport.allowlist import Role
 from interop_runtime.transport.security import Security, generate_keys, is_loopback
 
 
@@ -68,8 +69,14 @@ def test_plain_text_refused_off_loopback() -> None:
 def test_wildcard_bind_needs_an_advertised_address(tmp_path) -> None:
     config = tmp_path / "w.yaml"
     config.write_text("functions: {identity: 'interop_runtime.worker.numpy_ops:identity'}\n")
+    generate_keys(tmp_path / "keys", "w", role=Role("worker", "w"))
+    generate_keys(tmp_path / "keys", "coordinator")
+    keys = tmp_path / "keys"
     proc = subprocess.run([sys.executable, "-m", "interop_runtime", "worker", "start",
-                           "--plugin", "numpy", "--config", str(config), "--insecure",
+                           "--plugin", "numpy", "--config", str(config), "--name", "w",
+                           "--key", str(keys / "w.key_secret"), "--authorized",
+                           str(keys / "authorized"), "--coordinator-key",
+                           str(keys / "coordinator.key"),
                            "--bind", "tcp://0.0.0.0:0", "--coordinator", "tcp://127.0.0.1:1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--advertise" in proc.stdout + proc.stderr

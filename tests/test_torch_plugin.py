@@ -409,7 +409,7 @@ def test_a_cuda_worker_fails_to_start_with_the_reason(start_cluster, tmp_path: P
     config.write_text(yaml.safe_dump({"factory": "torch.nn:Identity"}))
     proc = subprocess.run(
         [sys.executable, "-m", "interop_runtime", "worker", "start", "--plugin", "torch",
-         "--device", "cuda:0", "--config", str(config), "--coordinator", "tcp://127.0.0.1:9"],
+         "--device", "cuda:0", "--config", str(config), "--coordinator", "tcp://127.0.0.1:9", "--insecure"],
         capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     said = " ".join((proc.stdout + proc.stderr).split())

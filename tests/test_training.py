@@ -228,14 +228,14 @@ def test_cli_finetune_from_npz_and_distill(cluster: LocalCluster, tmp_path: Path
     ckpt = tmp_path / "cli.safetensors"
     runner = CliRunner()
     res = runner.invoke(app, ["train", "finetune", "student", "--data", str(npz), "--epochs",
-                              "2", "--checkpoint", str(ckpt), "-c", cluster.address])
+                              "2", "--checkpoint", str(ckpt), "-c", cluster.address], env=cluster.connection())
     assert res.exit_code == 0, res.output
     assert ckpt.is_file() and "fine-tune student" in res.output
     res = runner.invoke(app, ["train", "distill", "teacher", "student_kd", "--data", "digits",
                               "--epochs", "1", "--temperature", "3", "--alpha", "0.5",
-                              "-c", cluster.address])
+                              "-c", cluster.address], env=cluster.connection())
     assert res.exit_code == 0, res.output
     assert "teacher teacher held-out accuracy" in res.output
     res = runner.invoke(app, ["train", "finetune", "student", "--data", str(tmp_path / "no.npz"),
-                              "-c", cluster.address])
+                              "-c", cluster.address], env=cluster.connection())
     assert res.exit_code == 2 and "cannot load data" in res.output

@@ -26,8 +26,9 @@ AuthOpt = Annotated[Path | None, typer.Option("--authorized", envvar="INTEROP_AU
 CoordKeyOpt = Annotated[Path | None, typer.Option("--coordinator-key",
                                                   envvar="INTEROP_COORDINATOR_KEY",
                                                   help="The coordinator's public key file.")]
-InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Allow plain text on a "
-                                                               "non-loopback address.")]
+InsecureOpt = Annotated[bool, typer.Option("--insecure", help="Run without CURVE keys, on "
+                                                               "loopback only: trusts every "
+                                                               "local process.")]
 
 CoordOpt = Annotated[str, typer.Option("--coordinator", "-c", help="Coordinator address.",
                                        envvar="INTEROP_COORDINATOR")]

@@ -6,7 +6,8 @@ from typing import Annotated
 
 import typer
 
-from interop_runtime.cli.common import console
+from interop_runtime.cli.common import console, fail
+from interop_runtime.transport.allowlist import ROLE_KINDS, Role, inferred_role
 from interop_runtime.transport.security import generate_keys
 
 keys_app = typer.Typer(help="CURVE keys.", no_args_is_help=True)
@@ -17,12 +18,22 @@ def keys_generate(directory: Annotated[Path, typer.Argument(help="Where the keys
                   names: Annotated[list[str], typer.Argument(help="One key pair per name, e.g. "
                                                                   "coordinator worker1 client")],
                   authorize: Annotated[bool, typer.Option(help="Also copy the public keys into "
-                                                               "DIRECTORY/authorized/.")] = True
+                                                               "DIRECTORY/authorized/.")] = True,
+                  role: Annotated[str | None, typer.Option(
+                      "--role", help="coordinator, worker or client for every NAME (default: "
+                                     "`coordinator` is the coordinator, `client` and client-* "
+                                     "are clients, any other name is that worker).")] = None,
                   ) -> None:
-    """Create CURVE key pairs: NAME.key (public) and NAME.key_secret (keep it private)."""
+    """Create CURVE key pairs: NAME.key (public, with its role) and NAME.key_secret (keep it
+    private). The allow-list binds each key to its role: a worker key may register only as
+    its own name, a client key may not register at all."""
+    if role is not None and role not in ROLE_KINDS:
+        fail(f"--role must be one of {', '.join(ROLE_KINDS)}, not {role!r}", code=2)
     for name in names:
-        public, secret = generate_keys(directory, name, authorize=authorize)
-        console.print(f"{name}: {public}  {secret}")
+        chosen = inferred_role(name) if role is None else Role(
+            role, name if role == "worker" else None)  # type: ignore[arg-type]
+        public, secret = generate_keys(directory, name, authorize=authorize, role=chosen)
+        console.print(f"{name} ({chosen.describe()}): {public}  {secret}")
 
 
 def register(app: typer.Typer) -> None:

@@ -59,18 +59,41 @@ def run_pipeline(
         np.savez(save, **result)
 
 
+LocalInsecureOpt = Annotated[bool, typer.Option(
+    "--insecure", help="No CURVE keys: plain text on loopback, trusting every local process.")]
+
+
+def _cluster_spec(path: Path, insecure: bool) -> Any:
+    from interop_runtime.client.cluster import ClusterSpec
+
+    spec = ClusterSpec.from_yaml(path)
+    if insecure:
+        spec.coordinator.curve = False
+    if not spec.coordinator.curve:
+        console.print("[yellow]insecure:[/yellow] no CURVE keys; every process on this host may "
+                      "act as any client or worker")
+    return spec
+
+
 def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
-       log_dir: Annotated[Path | None, typer.Option(help="Where worker logs go.")] = None) -> None:
-    """Start a local coordinator and the workers of a cluster YAML; Ctrl-C stops them."""
-    from interop_runtime.client.cluster import ClusterSpec, LocalCluster
+       log_dir: Annotated[Path | None, typer.Option(help="Where worker logs go.")] = None,
+       insecure: LocalInsecureOpt = False) -> None:
+    """Start a local coordinator and the workers of a cluster YAML; Ctrl-C stops them.
+
+    The cluster gets fresh CURVE keys (in the log dir); the lines printed at start tell a
+    client how to connect, like a notebook server's token."""
+    from interop_runtime.client.cluster import LocalCluster
 
     def _stop(*_: object) -> None:  # SIGTERM stops the cluster like Ctrl-C does
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _stop)
-    spec = ClusterSpec.from_yaml(cluster)
+    spec = _cluster_spec(cluster, insecure)
     with LocalCluster(spec, log_dir=str(log_dir) if log_dir else None) as lc:
         console.print(f"coordinator at [bold]{lc.address}[/bold]; workers: "
                       f"{', '.join(lc.workers)}; logs in {lc.log_dir}")
+        console.print("connect with:", soft_wrap=True)
+        for name, value in lc.connection().items():
+            console.print(f"  export {name}={value}", soft_wrap=True, highlight=False)
         try:
             while True:
                 time.sleep(1)
@@ -80,13 +103,16 @@ def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
 
 def launch(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
            pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
-           timeout: Annotated[float, typer.Option(help="Per-run deadline (s).")] = 300.0) -> None:
-    """Start a local cluster, run one pipeline on it, print the results, stop."""
-    from interop_runtime.client.cluster import ClusterSpec, LocalCluster
+           timeout: Annotated[float, typer.Option(help="Per-run deadline (s).")] = 300.0,
+           insecure: LocalInsecureOpt = False) -> None:
+    """Start a local cluster (fresh CURVE keys), run one pipeline on it, print the results,
+    stop."""
+    from interop_runtime.client.cluster import LocalCluster
     from interop_runtime.graph.pipeline import PipelineSpec, make_inputs
 
     spec = PipelineSpec.from_yaml(pipeline)
-    with LocalCluster(ClusterSpec.from_yaml(cluster)) as lc, lc.client(timeout_s=timeout) as c:
+    cluster_spec = _cluster_spec(cluster, insecure)
+    with LocalCluster(cluster_spec) as lc, lc.client(timeout_s=timeout) as c:
         console.print(f"coordinator at {lc.address}; workers: {', '.join(lc.workers)}")
         c.register(spec.graph)
         inputs = make_inputs(spec, pipeline.parent)

@@ -2,7 +2,9 @@
 
 One I/O thread owns the socket (ZeroMQ sockets are not thread-safe); callers in
 any thread hand it frames through an inproc pipe and wait on a Future, so many
-runs can be in flight at once from threads or from asyncio.
+runs can be in flight at once from threads or from asyncio. While runs are in
+flight the I/O thread also watches the coordinator's epoch (epochs.py), so a run
+cut short by a coordinator restart ends with a typed error.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.client.epochs import EpochWatch
 from interop_runtime.client.results import Params, RunResult
 from interop_runtime.graph.builder import Graph
 from interop_runtime.transport.security import Security
@@ -70,6 +73,8 @@ class Client:
         self._lock = threading.Lock()
         self._closed = False
         self._registered: dict[str, str] = {}  # graph name -> spec json, to skip re-registering
+        self._epochs = EpochWatch()
+        self._detached: dict[str, str] = {}  # detached run -> the epoch it started under
         self._thread = threading.Thread(target=self._io_loop, name="interop-client", daemon=True)
         self._thread.start()
 
@@ -81,7 +86,7 @@ class Client:
         poller.register(self._pull, zmq.POLLIN)
         try:
             while True:
-                for sock, _ in poller.poll():
+                for sock, _ in poller.poll(int(self._epochs.ping_every_s * 1000)):
                     if sock is self._pull:
                         frames = self._pull.recv_multipart(copy=False)
                         if len(frames) == 1 and frames[0].bytes == b"":
@@ -89,6 +94,9 @@ class Client:
                         self._dealer.send_multipart(frames, copy=False)
                     else:
                         self._on_reply(self._dealer.recv_multipart(copy=False))
+                ping = self._epochs.ping_due()
+                if ping is not None:
+                    self._dealer.send_multipart(encode(ping), copy=False)
         finally:
             self._dealer.close(0)
             self._pull.close(0)
@@ -105,6 +113,11 @@ class Client:
             return
         msg = env.msg
         reply_to = getattr(msg, "reply_to", None)
+        if self._epochs.is_ping(reply_to):
+            if isinstance(msg, ReplyMsg) and isinstance(msg.body.get("epoch"), str):
+                self._follow_runs(msg.body["epoch"])
+            return
+        self._epochs.answered(reply_to or "")
         with self._lock:
             fut = self._futures.pop(reply_to or "", None)
         if fut is None:
@@ -118,6 +131,26 @@ class Client:
             fut.set_result(env)
         else:
             fut.set_exception(InteropError(f"unexpected {msg.kind} reply"))
+
+    def _follow_runs(self, epoch: str) -> None:
+        """I/O thread: the coordinator's epoch is ``epoch``; ask after runs of an older one."""
+        for old_id, query in self._epochs.learned(epoch):
+            with self._lock:
+                fut = self._futures.pop(old_id, None)
+                if fut is None:
+                    continue
+                self._futures[query.id] = fut
+            self._dealer.send_multipart(encode(query), copy=False)
+
+    def _learn_epoch(self) -> None:
+        """Before the first run: which coordinator process is this? (one round trip)"""
+        try:
+            body = self.request(ControlMsg(**self._hdr(), action="ping"),
+                                timeout_s=min(self.timeout_s, 5.0)).msg.body
+        except InteropError:
+            return  # not up yet: the first ping while runs are in flight will tell
+        if isinstance(body.get("epoch"), str):
+            self._epochs.learned(body["epoch"])
 
     def request_async(self, msg: Header, arrays: Mapping[str, Any] | None = None
                       ) -> Future[Envelope]:
@@ -218,7 +251,10 @@ class Client:
                run_id: str | None = None) -> Future[RunResult]:
         """Start a run; the Future resolves to its RunResult."""
         name = self._graph_name(graph)
+        if self._epochs.epoch is None:
+            self._learn_epoch()
         msg = RunMsg(**self._hdr(), graph=name, run=run_id or new_id(), timeout_s=timeout_s)
+        self._epochs.started(msg.id, msg.run)
         raw = self.request_async(msg, {k: np.asarray(v) if not hasattr(v, "dtype") else v
                                        for k, v in inputs.items()})
         out: Future[RunResult] = Future()
@@ -250,11 +286,16 @@ class Client:
         """Start a detached run; collect it later with result(run_id)."""
         name = self._graph_name(graph)
         msg = RunMsg(**self._hdr(), graph=name, run=new_id(), timeout_s=timeout_s, detach=True)
-        return self.request(msg, inputs).msg.body["run"]
+        body = self.request(msg, inputs).msg.body
+        if isinstance(body.get("epoch"), str) and len(self._detached) < 10_000:
+            self._detached[body["run"]] = body["epoch"]
+        return body["run"]
 
     def result(self, run_id: str) -> RunResult:
         """Collect a detached (or undelivered) run's outputs; each result is collected once."""
-        env = self.request(QueryMsg(**self._hdr(), what="result", run=run_id))
+        env = self.request(QueryMsg(**self._hdr(), what="result", run=run_id,
+                                    epoch=self._detached.get(run_id)))
+        self._detached.pop(run_id, None)
         return RunResult(env.arrays, env.msg.body)
 
     def cancel(self, run_id: str) -> None:

@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from interop_runtime.client.client import Client
+from interop_runtime.transport.allowlist import Role, inferred_role
 from interop_runtime.transport.security import Security, generate_keys
 from interop_runtime.wire.errors import InteropError
 
@@ -39,7 +40,9 @@ class CoordinatorSpec(BaseModel):
     dead_after_s: float | None = None
     state: str = ":memory:"
     max_message_bytes: int | None = None
-    curve: bool = False  # generate CURVE keys for every process and require them
+    # secure by default: fresh CURVE keys for every process of this cluster, one role each;
+    # false runs plain text on loopback, which trusts every local process
+    curve: bool = True
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT
     max_runs: int | None = None  # runs in flight at most (admission control)
     max_runs_per_client: int | None = None
@@ -79,6 +82,12 @@ class ClusterSpec(BaseModel):
         return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
 
 
+def _role_for(name: str, spec: ClusterSpec) -> Role:
+    if name in {w.name for w in spec.workers}:
+        return Role("worker", name)
+    return inferred_role(name)
+
+
 def free_tcp_address(host: str = "127.0.0.1") -> str:
     with socket.socket() as s:
         s.bind((host, 0))
@@ -109,13 +118,13 @@ class LocalCluster:
         self.keys_dir = self.log_dir / "keys"
         if spec.coordinator.curve:
             for name in ["coordinator", "client", *(w.name for w in spec.workers)]:
-                generate_keys(self.keys_dir, name)
+                generate_keys(self.keys_dir, name, role=_role_for(name, spec))
 
     def _key_args(self, name: str, *, server: bool = False) -> list[str]:
         if not self.spec.coordinator.curve:
-            return []
+            return ["--insecure"]
         if not (self.keys_dir / f"{name}.key_secret").exists():
-            generate_keys(self.keys_dir, name)
+            generate_keys(self.keys_dir, name, role=_role_for(name, self.spec))
         args = ["--key", str(self.keys_dir / f"{name}.key_secret"),
                 "--authorized", str(self.keys_dir / "authorized")]
         if not server:
@@ -249,6 +258,15 @@ class LocalCluster:
             self.coordinator.terminate()
             self.coordinator.wait(timeout=10)
         self.start_coordinator()
+
+    def connection(self) -> dict[str, str]:
+        """What a client outside this process needs, as environment variables the CLI reads
+        (like Jupyter's token): the address, the client's secret key, the coordinator's key."""
+        env = {"INTEROP_COORDINATOR": self.address}
+        if self.spec.coordinator.curve:
+            env["INTEROP_KEY"] = str(self.keys_dir / "client.key_secret")
+            env["INTEROP_COORDINATOR_KEY"] = str(self.keys_dir / "coordinator.key")
+        return env
 
     def client(self, **kwargs: Any) -> Client:
         kwargs.setdefault("security", self.security())

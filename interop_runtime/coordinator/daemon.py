@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import signal
 import time
@@ -13,11 +14,14 @@ from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state.machine import CoordinatorState, Send
 from interop_runtime.coordinator.store import Store
 from interop_runtime.transport.security import Security, check_bind_allowed
-from interop_runtime.transport.sockets import bind_router, recv_frames, send_msg
+from interop_runtime.transport.sockets import bind_router, recv_frames, send_msg, sender_key
 from interop_runtime.wire.codec import DEFAULT_MAX_MESSAGE_BYTES, decode, is_error_message
 from interop_runtime.wire.errors import InteropError
 
 log = logging.getLogger("interop.coordinator")
+
+SEND_HWM = 1_000  # messages queued per peer at most
+TRIM_EVERY_S = 5.0
 
 
 class Coordinator:
@@ -31,8 +35,13 @@ class Coordinator:
         check_bind_allowed(bind, security, insecure)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.max_bytes = max_message_bytes
+        # a per-peer send queue of 1,000 messages bounds what a client that never reads can
+        # make the coordinator hold; beyond it, sends fail and are handled as undeliverable
         self.sock, self.endpoint = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
-                                               mandatory=True, security=security)
+                                               mandatory=True, security=security, hwm=SEND_HWM)
+        if security is None:
+            log.warning("INSECURE: no CURVE keys; every local process may act as any client "
+                        "or worker (loopback only)")
         self.store = Store(state_path)
         self.metrics = CoordinatorMetrics()
         self.metrics_port = (self.metrics.serve(metrics_port, metrics_addr)
@@ -41,9 +50,11 @@ class Coordinator:
                                       dead_after_s=dead_after_s,
                                       default_run_timeout_s=run_timeout_s,
                                       max_runs_in_flight=max_runs,
-                                      max_runs_per_client=max_runs_per_client)
+                                      max_runs_per_client=max_runs_per_client,
+                                      roles=security.roles if security else None)
         self.tick_s = min(0.1, heartbeat_s / 8)
         self.running = True
+        self._last_trim = time.monotonic()
 
     def serve_forever(self) -> None:
         log.info("coordinator listening on %s (state: %s)", self.endpoint, self.store.path)
@@ -55,12 +66,18 @@ class Coordinator:
             next_tick = time.monotonic()
             while self.running:
                 timeout = max(0, int((next_tick - time.monotonic()) * 1000))
-                if self.sock.poll(timeout):
-                    self._drain()
-                if time.monotonic() >= next_tick:
-                    self._carry_out(self.state.tick())
-                    next_tick = time.monotonic() + self.tick_s
-                self.store.commit()
+                try:
+                    if self.sock.poll(timeout):
+                        self._drain()
+                    if time.monotonic() >= next_tick:
+                        self._carry_out(self.state.tick())
+                        next_tick = time.monotonic() + self.tick_s
+                        self._trim_memory()
+                    self.store.commit()
+                except zmq.ContextTerminated:
+                    break
+                except Exception:  # the loop outlives any one bug
+                    log.exception("internal error in the coordinator loop; carrying on")
         finally:
             self.close()
         log.info("coordinator stopped")
@@ -85,17 +102,44 @@ class Coordinator:
                 if not is_error_message(frames):
                     self._carry_out(self.state.bad_message(peer or b"", exc))
             else:
-                self._carry_out(self.state.handle(peer or b"", env))
+                self._carry_out(self.state.handle(peer or b"", env, key=sender_key(frames)))
+            del frames  # the frames' memory goes back now, not at the next message
             if not int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 return
 
     def _carry_out(self, sends: list[Send]) -> None:
+        if self.store.urgent:  # a record a client is about to rely on survives a crash
+            self.store.commit()
         for s in sends:
             try:
                 send_msg(self.sock, s.msg, s.arrays, peer=s.peer, flags=zmq.NOBLOCK)
             except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
                 log.warning("could not deliver %s to %s: %s", s.msg.kind, s.peer.hex(), exc)
                 self._carry_out(self.state.undeliverable(s))
+            except Exception:
+                log.exception("could not encode %s for %s", s.msg.kind, s.peer.hex())
+
+
+    def _trim_memory(self) -> None:
+        """Give freed memory back to the OS every few seconds: after a flood (a client that
+        queued replies and left) glibc keeps the freed arenas otherwise."""
+        now = time.monotonic()
+        if now - self._last_trim < TRIM_EVERY_S or _LIBC is None:
+            return
+        self._last_trim = now
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc() -> Any:
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.malloc_trim.argtypes = [ctypes.c_size_t]
+        return libc
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_LIBC = _load_libc()
 
 
 def run_coordinator(**kwargs: Any) -> None:

@@ -24,6 +24,16 @@ class _Cached:
             child = self._children[values] = self.metric.labels(*values)
         return child
 
+    def remove(self, *values: str) -> None:
+        if self._children.pop(values, None) is not None:
+            self.metric.remove(*values)
+
+    def remove_where(self, position: int, value: str) -> None:
+        """Drop every child whose label at ``position`` is ``value`` (a dropped graph, a
+        pruned worker): label sets must not grow with names a peer chooses."""
+        for values in [v for v in self._children if v[position] == value]:
+            self.remove(*values)
+
 
 class CoordinatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:

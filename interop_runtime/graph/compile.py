@@ -9,7 +9,14 @@ from pydantic import BaseModel
 
 from interop_runtime.graph.validate import validate
 from interop_runtime.wire.messages import FunctionSpec, TensorSpec
-from interop_runtime.wire.payloads import GraphSpec, PlanNode, Route, WorkerPlan, split_port
+from interop_runtime.wire.payloads import (
+    Feeder,
+    GraphSpec,
+    PlanNode,
+    Route,
+    WorkerPlan,
+    split_port,
+)
 
 
 class CompiledGraph(BaseModel):
@@ -42,6 +49,9 @@ def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, Function
         plan_nodes[src_node].routes.setdefault(out, []).append(
             Route(worker=worker, endpoint=endpoints[worker], node=dst_node, input=inp,
                   public_key=(keys or {}).get(worker)))
+        producer = spec.nodes[src_node].worker
+        plan_nodes[dst_node].feeders.setdefault(inp, []).append(
+            Feeder(worker=producer, public_key=(keys or {}).get(producer)))
     for gout, ref in spec.outputs.items():
         src_node, out = split_port(ref, what="output")
         plan_nodes[src_node].graph_outputs.setdefault(out, []).append(gout)

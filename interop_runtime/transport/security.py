@@ -6,8 +6,12 @@ allow-list directory (``*.key`` public certificates). A process that connects pi
 the server's public key: the coordinator's from a file, a peer worker's from the
 coordinator's registry, which every worker announced when it registered.
 
-Plain text is allowed only on loopback and ipc/inproc; binding any other address
-without keys is refused unless explicitly made insecure.
+The allow-list also says who may be who (transport/allowlist.py): every key there has
+one role, and the daemons check each message's authenticated key against it.
+
+Plain text is allowed only on loopback and ipc/inproc, and only when asked for
+(``--insecure``): it trusts every local process. CURVE fails closed: a key without an
+allow-list is refused off loopback.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import zmq
 import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
+from interop_runtime.transport.allowlist import Role, inferred_role, load_allow_list, write_role
+
 ZAP_DOMAIN = "interop"
 
 
@@ -33,6 +39,7 @@ class Security:
     secret_key: bytes
     authorized_dir: str | None = None  # public keys allowed to connect to our binds; None: any
     server_key: bytes | None = None  # the coordinator's public key, for connecting to it
+    roles: dict[str, Role] | None = None  # Z85 key -> role, from the allow-list; None: none
 
     @classmethod
     def from_files(cls, key_file: str | Path, authorized_dir: str | Path | None = None,
@@ -41,20 +48,32 @@ class Security:
         if secret is None:
             raise ValueError(f"{key_file} holds no secret key (use the .key_secret file)")
         server = zmq.auth.load_certificate(str(coordinator_key))[0] if coordinator_key else None
-        return cls(public, secret, str(authorized_dir) if authorized_dir else None, server)
+        roles = load_allow_list(authorized_dir) if authorized_dir else None
+        return cls(public, secret, str(authorized_dir) if authorized_dir else None, server, roles)
+
+    def role_of(self, key: str | None) -> Role | None:
+        """The allow-listed role of an authenticated key (None: not listed, or no key)."""
+        if key is None or self.roles is None:
+            return None
+        return self.roles.get(key)
 
     @property
     def public_text(self) -> str:
         return self.public_key.decode("ascii")
 
 
-def generate_keys(directory: str | Path, name: str, *, authorize: bool = True) -> tuple[Path, Path]:
-    """Write NAME.key (public) and NAME.key_secret; copy the public key into
-    DIRECTORY/authorized/ when ``authorize`` (the cluster's allow-list)."""
+def generate_keys(directory: str | Path, name: str, *, authorize: bool = True,
+                  role: Role | None = None) -> tuple[Path, Path]:
+    """Write NAME.key (public, with its role) and NAME.key_secret (mode 0600); copy the
+    public key into DIRECTORY/authorized/ when ``authorize`` (the cluster's allow-list).
+    ``role`` defaults to what the name implies (allowlist.inferred_role)."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
+    d.chmod(0o700)
     public, secret = zmq.auth.create_certificates(str(d), name)
     Path(secret).chmod(0o600)
+    write_role(public, role or inferred_role(name))
+    write_role(secret, role or inferred_role(name))
     if authorize:
         (d / "authorized").mkdir(exist_ok=True)
         shutil.copy(public, d / "authorized" / Path(public).name)
@@ -83,9 +102,19 @@ def is_wildcard(endpoint: str) -> bool:
 
 
 def check_bind_allowed(address: str, security: Security | None, insecure: bool) -> None:
-    if security is None and not insecure and not is_loopback(address):
-        raise ValueError(f"refusing to bind {address} without CURVE keys: pass --key/--authorized "
-                         f"(see `interop keys generate`), or --insecure to accept plain text")
+    """Fail closed: plain text only on loopback and only when asked for; CURVE off loopback
+    only with an allow-list."""
+    if security is None:
+        if not is_loopback(address):
+            raise ValueError(f"refusing to bind {address} without CURVE keys: plain text is for "
+                             f"loopback only; pass --key and --authorized (see `interop keys "
+                             f"generate`)")
+        if not insecure:
+            raise ValueError(f"refusing to bind {address} without CURVE keys: pass --key and "
+                             f"--authorized, or --insecure to trust every local process")
+    elif security.authorized_dir is None and not is_loopback(address):
+        raise ValueError(f"refusing to bind {address} with a key but no allow-list: pass "
+                         f"--authorized DIR, or any key could connect")
 
 
 _auth_lock = threading.Lock()

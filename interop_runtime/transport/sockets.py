@@ -38,10 +38,10 @@ def configure(sock: zmq.Socket, *, max_message_bytes: int | None = None, hwm: in
 
 
 def bind_router(ctx: zmq.Context, address: str, *, max_message_bytes: int | None = None,
-                mandatory: bool = False, security: Security | None = None
+                mandatory: bool = False, security: Security | None = None, hwm: int = 10_000
                 ) -> tuple[zmq.Socket, str]:
     sock = ctx.socket(zmq.ROUTER)
-    configure(sock, max_message_bytes=max_message_bytes)
+    configure(sock, max_message_bytes=max_message_bytes, hwm=hwm)
     secure_server(ctx, sock, security)
     if mandatory:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
@@ -72,6 +72,18 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Frame], *, peer: bytes | None
 def send_msg(sock: zmq.Socket, msg: Header, arrays: Any = None, *, peer: bytes | None = None,
              flags: int = 0, layouts: Any = None) -> None:
     send_frames(sock, encode(msg, arrays, layouts=layouts), peer=peer, flags=flags)
+
+
+def sender_key(frames: Sequence[Any]) -> str | None:
+    """The CURVE public key (Z85) that ZeroMQ authenticated for this message, or None on a
+    plain-text socket. It comes from the handshake, so a peer cannot choose it."""
+    if not frames or not isinstance(frames[0], zmq.Frame):
+        return None
+    try:
+        key = frames[0].get("User-Id")
+    except zmq.ZMQError:  # no security mechanism on this connection
+        return None
+    return key if isinstance(key, str) and key else None
 
 
 def recv_frames(sock: zmq.Socket, *, router: bool) -> tuple[bytes | None, list[zmq.Frame]]:

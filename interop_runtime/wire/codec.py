@@ -11,9 +11,7 @@ raw bytes only. Every failure raises a ProtocolError subclass naming the fault.
 
 from __future__ import annotations
 
-import itertools
-import math
-import os
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,24 +31,29 @@ from interop_runtime.wire.errors import (
 )
 from interop_runtime.wire.messages import (
     KINDS,
+    MAX_DIM,
     MESSAGE_ADAPTER,
     PROTOCOL_VERSION,
+    ControlMsg,
+    GraphMsg,
     Header,
+    RegisterMsg,
+    ReplyMsg,
     TensorMeta,
 )
+from interop_runtime.wire.values import check_plain
 
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 31  # 2 GiB; receivers configure their own
 MAX_HEADER_BYTES = 1 << 20  # a header is metadata; 1 MiB is generous
 
 Frame = bytes | bytearray | memoryview | Any  # anything with the buffer protocol (zmq.Frame)
 
-_id_prefix = os.urandom(4).hex()
-_id_counter = itertools.count(1)
 
 
 def new_id() -> str:
-    """A message id unique within this process and very likely across processes."""
-    return f"{_id_prefix}{next(_id_counter):x}"
+    """128 random bits as 32 hex digits: message ids, run ids, session tokens and epochs are
+    trusted to be unguessable, so a peer cannot forge the reply to someone else's request."""
+    return secrets.token_hex(16)
 
 
 @dataclass
@@ -108,7 +111,18 @@ def _nbytes(frame: Frame) -> int:
 
 
 def decode(frames: Sequence[Frame], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> Envelope:
-    """Validate frames and return the message with its tensors; raises ProtocolError."""
+    """Validate frames and return the message with its tensors; raises ProtocolError and
+    nothing else, whatever the bytes."""
+    try:
+        return _decode(frames, max_bytes)
+    except (BadFrameError, BadHeaderError, BadTensorError, TooLargeError, UnknownKindError,
+            VersionError):
+        raise
+    except Exception as exc:  # a check this module missed must still be a typed refusal
+        raise BadFrameError(f"message could not be decoded: {type(exc).__name__}") from None
+
+
+def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
     if not frames:
         raise BadFrameError("empty message: expected a header frame")
     total = sum(_nbytes(f) for f in frames)
@@ -144,8 +158,22 @@ def decode(frames: Sequence[Frame], *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTE
         loc = ".".join(str(p) for p in first["loc"][1:]) or "header"
         # the closed list (errors.py) files an unknown dtype under bad_tensor
         error = BadTensorError if _is_tensor_dtype(first["loc"]) else BadHeaderError
-        raise error(f"{kind} header is invalid at {loc}: {first['msg']}", field=loc) from None
-    return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames), nbytes=total)
+        raise error(f"{kind} header is invalid at {loc}: {first['msg'][:200]}", field=loc) from None
+    _check_free_form(msg)
+    return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames, max_bytes), nbytes=total)
+
+
+def _check_free_form(msg: Header) -> None:
+    """The maps the schema leaves open hold plain values only (wire/values.py); CONTROL
+    ``args`` and a GRAPH ``spec`` are also JSON: finite numbers only."""
+    if isinstance(msg, ControlMsg):
+        check_plain(msg.args, "args", finite=True)
+    elif isinstance(msg, GraphMsg):
+        check_plain(msg.spec, "spec", finite=True)
+    elif isinstance(msg, ReplyMsg):
+        check_plain(msg.body, "body")
+    elif isinstance(msg, RegisterMsg):
+        check_plain(msg.info, "info")
 
 
 def is_error_message(frames: Sequence[Frame]) -> bool:
@@ -163,11 +191,12 @@ def _is_tensor_dtype(loc: tuple[Any, ...]) -> bool:
     return len(loc) == 4 and loc[1] == "tensors" and loc[3] == "dtype"
 
 
-def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame]) -> dict[str, np.ndarray]:
+def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame], max_bytes: int
+                  ) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
     used: set[int] = set()
     for i, meta in enumerate(metas):
-        where = f"tensors[{i}]"
+        where = f"tensors.{i}"
         if meta.frame >= len(frames):
             raise BadFrameError(f"tensor {meta.name!r} points at frame {meta.frame} but the message "
                                 f"has only {len(frames)} frames (truncated?)", field=where)
@@ -177,7 +206,15 @@ def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame]) -> dict[str,
             raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
         used.add(meta.frame)
         dtype = to_numpy_dtype(meta.dtype)
-        count = math.prod(meta.shape)
+        count = 1
+        for dim in meta.shape:  # Python ints: no overflow; stop as soon as it is too big
+            count *= dim
+            if count > MAX_DIM:
+                raise BadHeaderError(f"tensor {meta.name!r} has 2**63 elements or more",
+                                     field=where)
+        if count * dtype.itemsize > max_bytes:
+            raise TooLargeError(f"tensor {meta.name!r} would need {count * dtype.itemsize} bytes, "
+                                f"over this receiver's limit of {max_bytes}", field=where)
         buf = memoryview(frames[meta.frame])
         if buf.nbytes != count * dtype.itemsize:
             raise BadTensorError(

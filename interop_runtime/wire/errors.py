@@ -22,9 +22,10 @@ exception class, so a client re-raises the same class a worker would have raised
     │   ├── FunctionFailedError       FUNCTION_FAILED: the plugin raised
     │   ├── WorkerLostError           WORKER_LOST: the worker died or stopped heartbeating
     │   ├── RunTimeoutError           TIMEOUT: a deadline passed (also a builtin TimeoutError)
+    │   ├── CoordinatorRestartedError COORDINATOR_RESTARTED: the run's coordinator restarted
     │   └── RunCancelledError         CANCELLED: cancelled by a client
     ├── UnsupportedError              UNSUPPORTED: valid request the target cannot do
-    ├── UnauthorizedError             UNAUTHORIZED: peer not allowed
+    ├── UnauthorizedError             UNAUTHORIZED: the sender's role may not do this
     ├── BusyError                     BUSY: backpressure, try again later
     └── InternalError                 INTERNAL: a bug on the replying side
 """
@@ -52,6 +53,7 @@ class ErrorCode(StrEnum):
     WORKER_LOST = "worker_lost"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
+    COORDINATOR_RESTARTED = "coordinator_restarted"
     UNSUPPORTED = "unsupported"
     UNAUTHORIZED = "unauthorized"
     BUSY = "busy"
@@ -165,6 +167,10 @@ class RunCancelledError(RunError):
     code = ErrorCode.CANCELLED
 
 
+class CoordinatorRestartedError(RunError):
+    code = ErrorCode.COORDINATOR_RESTARTED
+
+
 class UnsupportedError(InteropError):
     code = ErrorCode.UNSUPPORTED
 
@@ -187,7 +193,8 @@ _BY_CODE: dict[ErrorCode, type[InteropError]] = {
         BadFrameError, BadHeaderError, VersionError, UnknownKindError, BadTensorError,
         TooLargeError, UnknownTargetError, UnknownFunctionError, GraphError,
         ShapeMismatchError, DTypeMismatchError, LayoutMismatchError, FunctionFailedError,
-        WorkerLostError, RunTimeoutError, RunCancelledError, UnsupportedError,
+        WorkerLostError, RunTimeoutError, RunCancelledError, CoordinatorRestartedError,
+        UnsupportedError,
         UnauthorizedError, BusyError, InternalError,
     )
 }

@@ -18,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from interop_runtime.wire.dtypes import WIRE_DTYPES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+
+MAX_NDIM = 32  # dimensions of one tensor
+MAX_DIM = (1 << 63) - 1  # a dimension, and a tensor's element count, stay below 2**63
+MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 DTypeName = Literal[WIRE_DTYPES]  # type: ignore[valid-type]
@@ -33,8 +37,8 @@ class TensorMeta(WireModel):
 
     name: Name
     dtype: DTypeName
-    shape: list[Annotated[int, Field(ge=0)]]
-    frame: Annotated[int, Field(ge=1)]
+    shape: Annotated[list[Annotated[int, Field(ge=0, le=MAX_DIM)]], Field(max_length=MAX_NDIM)]
+    frame: Annotated[int, Field(ge=1, le=1 << 20)]
     device: str | None = None  # the device it came from, a hint ("cpu", "cuda:0")
     layout: str | None = None  # "NCHW", "NHWC", ... a hint for the consumer
 
@@ -151,6 +155,9 @@ class HeartbeatMsg(Header):
     kind: Literal["heartbeat"] = "heartbeat"
     name: Name
     busy: bool = False
+    # the token of the REGISTER reply: heartbeats travel on their own connection, so this,
+    # not the connection, says they come from the worker that registered
+    session: str | None = None
 
 
 class DeregisterMsg(Header):
@@ -191,8 +198,9 @@ class RunMsg(Header):
 
     kind: Literal["run"] = "run"
     graph: str
-    run: str
-    timeout_s: float | None = None
+    run: Annotated[str, Field(min_length=1, max_length=128)]
+    # finite and at most a week: a NaN or infinite deadline would make a run that never ends
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
     detach: bool = False  # true: reply at once, collect later with query "result"
 
 
@@ -203,6 +211,9 @@ class QueryMsg(Header):
     what: Literal["workers", "graphs", "runs", "result", "status"]
     run: str | None = None
     graph: str | None = None
+    # for ``result``: the coordinator epoch the run was started under; a run of an earlier
+    # epoch that left no result ends with ``coordinator_restarted``
+    epoch: str | None = None
 
 
 Message = Annotated[

@@ -45,11 +45,24 @@ class EdgeSpec(BaseModel):
         return f"{self.src} -> {self.dst}"
 
 
+def _shorthands_in_schema(schema: dict[str, Any]) -> None:
+    """The schema accepts what the validators below accept: ``"a.y -> b.x"`` edges and a
+    single string for a graph input that feeds one node input."""
+    props = schema["properties"]
+    props["edges"]["items"] = {"anyOf": [props["edges"]["items"],
+                                         {"type": "string", "pattern": ARROW_PATTERN}]}
+    props["inputs"]["additionalProperties"] = {
+        "anyOf": [props["inputs"]["additionalProperties"], {"type": "string"}]}
+
+
+ARROW_PATTERN = r"^\s*[^.\s]+\.\S+\s*->\s*[^.\s]+\.\S+\s*$"
+
+
 class GraphSpec(BaseModel):
     """A DAG. ``inputs`` maps a graph input to the node inputs it feeds; ``outputs``
     maps a graph output to the node output it comes from."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_shorthands_in_schema)
     name: str
     nodes: dict[str, NodeSpec]
     edges: list[EdgeSpec] = []
@@ -89,6 +102,13 @@ class Route(BaseModel):
     public_key: str | None = None  # the consumer inbox's CURVE key, when CURVE is on
 
 
+class Feeder(BaseModel):
+    """A worker allowed to send DATA for one node input (its producer along an edge)."""
+
+    worker: str
+    public_key: str | None = None  # its CURVE key: the consumer checks DATA against it
+
+
 class PlanNode(BaseModel):
     node: str
     function: str
@@ -96,6 +116,8 @@ class PlanNode(BaseModel):
     inputs: list[str] = Field(default_factory=list)  # input names to wait for
     routes: dict[str, list[Route]] = Field(default_factory=dict)  # output -> consumers
     graph_outputs: dict[str, list[str]] = Field(default_factory=dict)  # output -> graph outputs
+    # input -> the workers whose DATA it accepts; graph inputs come from the coordinator
+    feeders: dict[str, list[Feeder]] = Field(default_factory=dict)
 
 
 class WorkerPlan(BaseModel):

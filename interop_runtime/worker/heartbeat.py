@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import zmq
 
@@ -23,14 +24,17 @@ class Heartbeat(threading.Thread):
         self.security = security
         self.stop_event = threading.Event()
         self.unknown_to_coordinator = threading.Event()
+        self.session: str | None = None  # from the REGISTER reply; proves the beat is ours
 
     def run(self) -> None:
         sock = connect_dealer(self.ctx, self.coordinator, security=self.security)
         try:
             while not self.stop_event.is_set():
                 send_msg(sock, HeartbeatMsg(v=PROTOCOL_VERSION, id=new_id(), name=self.worker,
-                                            src=self.worker), flags=zmq.NOBLOCK)
-                if sock.poll(int(self.interval * 1000)):
+                                            src=self.worker, session=self.session),
+                         flags=zmq.NOBLOCK)
+                due = time.monotonic() + self.interval
+                while (left := due - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
                     _, frames = recv_frames(sock, router=False)
                     try:
                         msg = decode(frames).msg

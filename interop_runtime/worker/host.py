@@ -23,7 +23,13 @@ import zmq
 
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security, is_wildcard
-from interop_runtime.transport.sockets import bind_router, connect_dealer, recv_frames, send_msg
+from interop_runtime.transport.sockets import (
+    bind_router,
+    connect_dealer,
+    recv_frames,
+    send_msg,
+    sender_key,
+)
 from interop_runtime.wire.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
     Envelope,
@@ -33,11 +39,15 @@ from interop_runtime.wire.codec import (
 )
 from interop_runtime.wire.dtypes import wire_dtype
 from interop_runtime.wire.errors import (
+    DTypeMismatchError,
     ErrorCode,
     FunctionFailedError,
     InteropError,
+    ShapeMismatchError,
+    UnauthorizedError,
     UnknownFunctionError,
     UnknownKindError,
+    UnknownTargetError,
     UnsupportedError,
 )
 from interop_runtime.wire.messages import (
@@ -60,6 +70,10 @@ from interop_runtime.worker.state import Ready, WorkerState
 log = logging.getLogger("interop.worker")
 
 DEFAULT_HEARTBEAT_S = 1.0
+# what a client may ask on a worker's inbox; everything else (plans, load/unload, shutdown,
+# pause, cancel, PARAM set) comes only from the coordinator, on the worker's own connection
+INBOX_ACTIONS = frozenset({"invoke", "describe", "ping", "model"})
+INBOX_PARAM_OPS = frozenset({"list", "get"})
 
 
 class WorkerHost:
@@ -113,16 +127,31 @@ class WorkerHost:
             send_msg(self.coord, msg)
             while self.coord.poll(1000):
                 _, frames = recv_frames(self.coord, router=False)
-                env = decode(frames, max_bytes=self.max_bytes)
+                try:
+                    env = decode(frames, max_bytes=self.max_bytes)
+                except InteropError as exc:
+                    log.warning("bad message from the coordinator: %s", exc)
+                    continue
                 if isinstance(env.msg, ReplyMsg) and env.msg.reply_to == msg.id:
-                    log.info("registered as %s at %s", self.name, self.endpoint)
+                    self._registered(env.msg.body)
                     return
                 if isinstance(env.msg, ErrorMsg) and env.msg.reply_to == msg.id:
+                    if env.msg.code == ErrorCode.BUSY:  # our old record is still alive
+                        log.info("registration deferred: %s", env.msg.message)
+                        break
                     raise InteropError(f"coordinator refused registration: {env.msg.message}")
                 self._handle(None, env, from_coordinator=True)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no coordinator answered at {self.coordinator_address} "
                                    f"within {timeout_s:.0f}s")
+
+    def _registered(self, body: dict[str, Any]) -> None:
+        session = body.get("session")
+        self.heartbeat.session = session if isinstance(session, str) else None
+        beat = body.get("heartbeat_s")
+        if isinstance(beat, (int, float)) and 0 < beat < self.heartbeat.interval:
+            self.heartbeat.interval = float(beat)  # never slower than the coordinator expects
+        log.info("registered as %s at %s", self.name, self.endpoint)
 
     def serve_forever(self) -> None:
         self.register()
@@ -179,7 +208,8 @@ class WorkerHost:
                 self._reply(sock, peer, error_msg(exc, src=self.name, reply_to=None))
             return
         if sock is self.inbox or sock is self.coord:
-            self._handle((sock, peer), env, from_coordinator=sock is self.coord)
+            self._handle((sock, peer), env, from_coordinator=sock is self.coord,
+                         key=sender_key(frames))
         elif isinstance(env.msg, ErrorMsg):  # a peer rejected DATA we sent
             log.warning("peer error: %s", env.msg.message)
 
@@ -190,10 +220,12 @@ class WorkerHost:
             log.warning("could not reply: %s", exc)
 
     def _handle(self, origin: tuple[zmq.Socket, bytes | None] | None, env: Envelope, *,
-                from_coordinator: bool) -> None:
+                from_coordinator: bool, key: str | None = None) -> None:
         msg = env.msg
         sock, peer = origin if origin else (self.coord, None)
         try:
+            if not from_coordinator:
+                self._check_inbox(msg, env.arrays, key)
             if isinstance(msg, DataMsg):
                 self._on_data(msg, env.arrays)
             elif isinstance(msg, ControlMsg):
@@ -213,6 +245,37 @@ class WorkerHost:
                 self._report_failure(msg.graph, msg.run, msg.node, err)
             self._reply(sock, peer, error_msg(err, src=self.name, reply_to=msg.id,
                                               run=getattr(msg, "run", None)))
+
+    def _check_inbox(self, msg: Any, arrays: dict[str, np.ndarray], key: str | None) -> None:
+        """What the inbox takes, and from whom (protocol/SPEC.md section 13): DATA from the
+        producers the plan names for each input; a client's invoke, describe, ping, model
+        and PARAM list/get. Without CURVE there are no keys to check: every local process is
+        trusted, and only the kinds are restricted."""
+        role = self.security.role_of(key) if self.security else None
+        roles_known = self.security is not None and self.security.roles is not None
+        if isinstance(msg, DataMsg):
+            if self.security is None:
+                return
+            plan = self.state.plan_node(msg.graph, msg.node)
+            if not arrays:
+                raise UnauthorizedError("only the coordinator triggers a node without inputs",
+                                        node=msg.node)
+            for name in arrays:
+                if not any(f.public_key == key for f in plan.feeders.get(name, ())):
+                    raise UnauthorizedError(f"this key does not feed input {msg.node}.{name} "
+                                            f"in the installed plan", node=msg.node, field=name)
+        elif isinstance(msg, ControlMsg):
+            if msg.action not in INBOX_ACTIONS:
+                raise UnauthorizedError(f"only the coordinator may ask for {msg.action!r}",
+                                        field="action")
+            if roles_known and (role is None or role.kind != "client"):
+                raise UnauthorizedError(f"CONTROL {msg.action} on an inbox is for clients",
+                                        field="action")
+        elif isinstance(msg, ParamMsg):
+            if msg.op not in INBOX_PARAM_OPS:
+                raise UnauthorizedError(f"only the coordinator may PARAM {msg.op}", field="op")
+            if roles_known and (role is None or role.kind != "client"):
+                raise UnauthorizedError(f"PARAM {msg.op} on an inbox is for clients", field="op")
 
     # --- DATA: the run path ------------------------------------------------------------------
 
@@ -386,6 +449,21 @@ class WorkerHost:
             if msg.version is not None and msg.version != self.param_version:
                 raise UnsupportedError(f"parameters are at version {self.param_version}, the write "
                                        f"expected {msg.version}", field="version")
+            self._check_param_write(arrays)
             self.plugin.set_params(arrays)
             self.param_version += 1
             self._ok(sock, peer, msg, {"version": self.param_version, "names": list(arrays)})
+
+    def _check_param_write(self, arrays: dict[str, np.ndarray]) -> None:
+        """A write may only replace existing parameters with the same dtype and shape."""
+        current = self.plugin.get_params(list(arrays)) if arrays else {}
+        for name, new in arrays.items():
+            if name not in current:
+                raise UnknownTargetError(f"the model has no parameter {name!r}", field=name)
+            old = to_host_array(current[name])
+            if wire_dtype(old.dtype) != wire_dtype(new.dtype):
+                raise DTypeMismatchError(f"parameter {name!r} is {wire_dtype(old.dtype)}, the "
+                                         f"write is {wire_dtype(new.dtype)}", field=name)
+            if tuple(old.shape) != tuple(new.shape):
+                raise ShapeMismatchError(f"parameter {name!r} has shape {tuple(old.shape)}, the "
+                                         f"write has {tuple(new.shape)}", field=name)

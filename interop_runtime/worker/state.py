@@ -2,7 +2,8 @@
 
 Inputs for a node of a run arrive one edge at a time, from the coordinator or
 from peer workers; when the last one arrives the node is ready. Entries expire
-after a TTL so that a lost coordinator or a failed run never leaks memory here.
+after a TTL so that a lost coordinator or a failed run never leaks memory here, and
+their count and bytes are capped: beyond the cap, new inputs are refused with ``busy``.
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from interop_runtime.wire.errors import BadHeaderError, UnknownTargetError
+from interop_runtime.wire.errors import BadHeaderError, BusyError, UnknownTargetError
 from interop_runtime.wire.payloads import PlanNode, WorkerPlan
 
-DEFAULT_PENDING_TTL_S = 600.0
+DEFAULT_PENDING_TTL_S = 300.0  # the coordinator's default run deadline
 CANCELLED_MEMORY_S = 60.0
+MAX_PENDING_ENTRIES = 10_000  # half-fed (run, node) entries
+MAX_PENDING_BYTES = 1 << 30  # tensor bytes they hold
+MAX_CANCELLED = 100_000  # cancelled run ids remembered (oldest forgotten first)
 
 
 @dataclass
@@ -35,8 +39,12 @@ class Ready:
 
 
 class WorkerState:
-    def __init__(self, pending_ttl_s: float = DEFAULT_PENDING_TTL_S) -> None:
+    def __init__(self, pending_ttl_s: float = DEFAULT_PENDING_TTL_S, *,
+                 max_pending: int = MAX_PENDING_ENTRIES,
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.pending_ttl_s = pending_ttl_s
+        self.max_pending, self.max_pending_bytes = max_pending, max_pending_bytes
+        self.pending_bytes = 0
         self.plans: dict[str, dict[str, PlanNode]] = {}
         self.versions: dict[str, int] = {}
         self.pending: dict[tuple[str, str, str], Pending] = {}
@@ -50,7 +58,7 @@ class WorkerState:
         self.plans.pop(graph, None)
         self.versions.pop(graph, None)
         for key in [k for k in self.pending if k[0] == graph]:
-            del self.pending[key]
+            self._drop(key)
 
     def plan_node(self, graph: str, node: str) -> PlanNode:
         nodes = self.plans.get(graph)
@@ -78,31 +86,51 @@ class WorkerState:
         entry = self.pending.get(key)
         if entry is None and len(arrays) == len(plan.inputs):
             return Ready(graph, run, plan, dict(arrays), 0.0)  # all inputs in one message
-        if entry is None:
-            entry = self.pending[key] = Pending(first_at=now)
-        for name, arr in arrays.items():
-            if name in entry.arrays:
+        for name in arrays:
+            if entry is not None and name in entry.arrays:
                 raise BadHeaderError(f"input {node}.{name} of run {run!r} arrived twice",
                                      node=node, field=name)
-            entry.arrays[name] = arr
+        nbytes = sum(a.nbytes for a in arrays.values())
+        if entry is None or len(entry.arrays) + len(arrays) < len(plan.inputs):
+            self._make_room(nbytes, new_entry=entry is None)
+        if entry is None:
+            entry = self.pending[key] = Pending(first_at=now)
+        entry.arrays.update(arrays)
+        self.pending_bytes += nbytes
         entry.last_at = now
         if len(entry.arrays) == len(plan.inputs):
-            del self.pending[key]
+            self._drop(key)
             return Ready(graph, run, plan, entry.arrays, now - entry.first_at)
         return None
 
+    def _make_room(self, nbytes: int, *, new_entry: bool) -> None:
+        if new_entry and len(self.pending) >= self.max_pending:
+            raise BusyError(f"{len(self.pending)} nodes are waiting for inputs on this worker, "
+                            f"the most it keeps")
+        if self.pending_bytes + nbytes > self.max_pending_bytes:
+            raise BusyError(f"inputs waiting on this worker hold {self.pending_bytes} bytes; "
+                            f"{nbytes} more would pass its limit of {self.max_pending_bytes}")
+
+    def _drop(self, key: tuple[str, str, str]) -> None:
+        entry = self.pending.pop(key, None)
+        if entry is not None:
+            self.pending_bytes -= sum(a.nbytes for a in entry.arrays.values())
+
     def cancel(self, run: str, now: float) -> int:
         """Forget a run's pending inputs and ignore its late data; returns entries dropped."""
-        self.cancelled[run] = now + CANCELLED_MEMORY_S
+        self.cancelled.pop(run, None)
+        self.cancelled[run] = now + CANCELLED_MEMORY_S  # insertion order: oldest first
+        while len(self.cancelled) > MAX_CANCELLED:
+            del self.cancelled[next(iter(self.cancelled))]
         keys = [k for k in self.pending if k[1] == run]
         for key in keys:
-            del self.pending[key]
+            self._drop(key)
         return len(keys)
 
     def expire(self, now: float) -> list[tuple[str, str, str]]:
         stale = [k for k, p in self.pending.items() if now - p.first_at > self.pending_ttl_s]
         for key in stale:
-            del self.pending[key]
+            self._drop(key)
         for run in [r for r, t in self.cancelled.items() if t < now]:
             del self.cancelled[run]
         return stale

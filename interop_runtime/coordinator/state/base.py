@@ -3,21 +3,38 @@ calls in another; ``CoordinatorState`` (machine.py) fills them in."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state.admission import Admission
+from interop_runtime.coordinator.state.authority import Authority
 from interop_runtime.coordinator.state.records import PendingOp, RunRecord, Send, WorkerRecord
 from interop_runtime.coordinator.store import Store
 from interop_runtime.graph.compile import CompiledGraph
-from interop_runtime.wire.errors import InteropError
+from interop_runtime.wire.errors import BusyError, InteropError
 from interop_runtime.wire.payloads import GraphSpec
+
+
+@dataclass
+class Limits:
+    """Bounds on every table a peer can grow."""
+
+    max_workers: int = 2_000  # worker records, alive and dead
+    dead_grace_s: float = 60.0  # a lost worker's record is kept this long, then pruned
+    max_graphs: int = 1_000
+    max_requests_per_client: int = 1_000  # forwarded requests and plan installs waiting
+    max_reply_bytes: int = 768 << 10  # QUERY answers are cut to fit a header (1 MiB)
 
 
 class StateTables:
     store: Store
     metrics: CoordinatorMetrics
     admission: Admission
+    authority: Authority
+    caller_key: str | None  # the authenticated CURVE key of the message being handled
+    epoch: str  # this coordinator process's random id; a restart changes it
+    limits: Limits
     heartbeat_s: float
     dead_after_s: float
     default_run_timeout_s: float
@@ -33,11 +50,22 @@ class StateTables:
     finished_failed: int
 
     # --- implemented by the registry (registry.py)
-    def _worker_lost(self, w: WorkerRecord, why: str) -> list[Send]:
+    def _worker_lost(self, w: WorkerRecord, why: str, now: float | None = None) -> list[Send]:
+        raise NotImplementedError
+
+    def _prune_dead(self, now: float, *, force: bool = False) -> None:
         raise NotImplementedError
 
     def _endpoints(self) -> dict[str, str]:
         raise NotImplementedError
+
+    def _check_requests(self, client: bytes) -> None:
+        """Bound the requests one connection may have waiting on workers."""
+        waiting = sum(1 for op in {id(o): o for o in self.ops.values()}.values()
+                      if op.client == client)
+        if waiting >= self.limits.max_requests_per_client:
+            raise BusyError(f"this connection has {waiting} requests waiting on workers, the "
+                            f"most one connection may have")
 
     # --- implemented by the run bookkeeping (runs.py)
     def _retry_or_fail(self, rec: RunRecord, w: WorkerRecord, nodes: list[str], why: str

@@ -10,20 +10,24 @@ going in and graph outputs coming back do.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state.admission import Admission
-from interop_runtime.coordinator.state.base import Handler
+from interop_runtime.coordinator.state.authority import Authority
+from interop_runtime.coordinator.state.base import Handler, Limits
 from interop_runtime.coordinator.state.records import Send, error_reply
 from interop_runtime.coordinator.state.registry import Registry
 from interop_runtime.coordinator.state.requests import Requests
 from interop_runtime.coordinator.state.runs import Runs
 from interop_runtime.coordinator.store import Store
-from interop_runtime.wire.codec import Envelope
+from interop_runtime.transport.allowlist import Role
+from interop_runtime.wire.codec import Envelope, new_id
 from interop_runtime.wire.errors import (
     BusyError,
+    InternalError,
     InteropError,
     RunTimeoutError,
     UnknownKindError,
@@ -45,13 +49,21 @@ from interop_runtime.wire.messages import (
 )
 from interop_runtime.wire.payloads import GraphSpec
 
+log = logging.getLogger("interop.coordinator")
+
 
 class CoordinatorState(Registry, Runs, Requests):
     def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
                  dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
                  request_timeout_s: float = 30.0,
                  metrics: CoordinatorMetrics | None = None,
-                 max_runs_in_flight: int = 10_000, max_runs_per_client: int = 1_000) -> None:
+                 max_runs_in_flight: int = 10_000, max_runs_per_client: int = 1_000,
+                 roles: dict[str, Role] | None = None, limits: Limits | None = None,
+                 admission: Admission | None = None) -> None:
+        self.epoch = new_id()
+        self.authority = Authority(roles)
+        self.caller_key = None
+        self.limits = limits or Limits(dead_grace_s=max(60.0, 30 * heartbeat_s))
         self.store = store or Store()
         self.metrics = metrics or CoordinatorMetrics()
         self.heartbeat_s = heartbeat_s
@@ -64,7 +76,7 @@ class CoordinatorState(Registry, Runs, Requests):
         self.graph_specs = {}
         self.runs = {}
         self.wire_runs = {}  # retry attempt id -> run id
-        self.admission = Admission(max_runs_in_flight, max_runs_per_client)
+        self.admission = admission or Admission(max_runs_in_flight, max_runs_per_client)
         self.runs_by_worker = defaultdict(set)
         self.ops = {}  # id of the message we sent -> op
         self.finished_ok = 0
@@ -75,18 +87,33 @@ class CoordinatorState(Registry, Runs, Requests):
 
     # --- entry points -------------------------------------------------------------------------
 
-    def handle(self, peer: bytes, env: Envelope, now: float | None = None) -> list[Send]:
+    def handle(self, peer: bytes, env: Envelope, now: float | None = None,
+               key: str | None = None) -> list[Send]:
+        """One message from ROUTER identity ``peer``, authenticated as CURVE ``key`` (None
+        without CURVE). Never raises: every failure is a typed ERROR to the sender."""
         now = time.monotonic() if now is None else now
         msg = env.msg
+        self.caller_key = key
         self.metrics.messages.labels(msg.kind).inc()
         try:
             handler = self._HANDLERS.get(type(msg))
             if handler is None:
                 raise UnknownKindError(f"the coordinator does not accept {msg.kind!r} messages",
                                        field="kind")
-            return handler(self, peer, msg, env.arrays, now)
+            out: list[Send] = handler(self, peer, msg, env.arrays, now)
+            return out
         except InteropError as exc:
+            if exc.code.value == "unauthorized":
+                self.metrics.bad_messages.labels("unauthorized").inc()
+                log.warning("refused %s from %s: %s", msg.kind, _who(peer, key), exc.message)
             return [Send(peer, error_reply(exc, msg.id, getattr(msg, "run", None)))]
+        except Exception:  # a bug must cost one message, not the coordinator
+            log.exception("internal error while handling %s from %s", msg.kind, _who(peer, key))
+            internal = InternalError(f"internal error while handling {msg.kind}; the "
+                                     f"coordinator logged it and carries on")
+            return [Send(peer, error_reply(internal, msg.id, None))]
+        finally:
+            self.caller_key = None
 
     def bad_message(self, peer: bytes, exc: InteropError) -> list[Send]:
         self.metrics.bad_messages.labels(exc.code.value).inc()
@@ -96,9 +123,10 @@ class CoordinatorState(Registry, Runs, Requests):
         """Liveness and deadlines: lost workers, expired runs and requests."""
         now = time.monotonic() if now is None else now
         out: list[Send] = []
-        for w in self.workers.values():
+        for w in list(self.workers.values()):
             if w.alive and now - w.last_seen > self.dead_after_s:
-                out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s")
+                out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s", now)
+        self._prune_dead(now)  # a dead name cannot hold a slot forever
         for rec in [r for r in self.runs.values() if now > r.deadline]:
             if rec.waiting_for:
                 out += self._fail_run(rec, WorkerLostError(
@@ -136,3 +164,7 @@ class CoordinatorState(Registry, Runs, Requests):
         ControlMsg: Requests._on_control, ParamMsg: Requests._on_param, ReplyMsg: Requests._on_reply, ErrorMsg: Requests._on_reply,
         DataMsg: Requests._on_data,
     }
+
+
+def _who(peer: bytes, key: str | None) -> str:
+    return f"key {key[:8]}..." if key else f"connection {peer.hex()}"

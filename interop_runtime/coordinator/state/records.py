@@ -37,7 +37,10 @@ class WorkerRecord:
     last_seen: float
     alive: bool = True
     info: dict[str, Any] = field(default_factory=dict)
-    public_key: str | None = None
+    public_key: str | None = None  # what it announced for its inbox
+    key: str | None = None  # the CURVE key it registered with (authenticated)
+    session: str = ""  # the token its heartbeats must carry
+    lost_at: float | None = None  # when it was declared lost; pruned after a grace period
 
     def public(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.plugin, "device": self.device,
@@ -62,6 +65,8 @@ class RunRecord:
     inputs: dict[str, np.ndarray] = field(default_factory=dict)  # kept for retries
     attempt: int = 0
     waiting_for: str | None = None  # a lost worker this run waits for, to retry
+    owner: str | None = None  # the starting client's CURVE key; None without CURVE
+    input_bytes: int = 0  # counted by admission while the run is in flight
 
     @property
     def wire_run(self) -> str:
@@ -79,6 +84,9 @@ class PendingOp:
     waiting: set[str]
     body: dict[str, Any] = field(default_factory=dict)
     forwarded_to: str | None = None
+    # id of each message we sent -> the ROUTER identity whose reply we accept: a reply from
+    # any other connection is dropped, however well it guessed the id
+    responders: dict[str, bytes] = field(default_factory=dict)
 def reply(to: Header, body: dict[str, Any] | None = None) -> ReplyMsg:
     return ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=to.id, body=body or {})
 

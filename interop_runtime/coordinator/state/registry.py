@@ -4,6 +4,7 @@ validate, drop, compile into plans and install them)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from interop_runtime.coordinator.state.base import StateTables
@@ -21,7 +22,9 @@ from interop_runtime.transport.security import is_wildcard
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import (
     BadHeaderError,
+    BusyError,
     InteropError,
+    UnauthorizedError,
     UnknownTargetError,
     WorkerLostError,
 )
@@ -41,21 +44,34 @@ log = logging.getLogger("interop.coordinator")
 
 class Registry(StateTables):
     def _on_register(self, peer: bytes, msg: RegisterMsg, arrays: Any, now: float) -> list[Send]:
+        self.authority.require_worker(self.caller_key, msg.name)
         if is_wildcard(msg.endpoint):
             raise BadHeaderError(f"worker {msg.name!r} announced {msg.endpoint}, which no peer can "
                                  f"dial; it must advertise a concrete address", field="endpoint")
-        out: list[Send] = []
         old = self.workers.get(msg.name)
         if old and old.alive and old.identity != peer:
-            out += self._worker_lost(old, "it registered again (restarted)")
-        self.workers[msg.name] = WorkerRecord(
+            # the name is held by a live connection: a restarted worker waits until the old
+            # one misses its heartbeats; a rogue never takes the name over
+            raise BusyError(f"worker {msg.name!r} is registered from another live connection; "
+                            f"retry after it is declared lost ({self.dead_after_s:.1f}s without "
+                            f"heartbeats)", field="name", worker=msg.name)
+        if old is None and len(self.workers) >= self.limits.max_workers:
+            self._prune_dead(now, force=True)
+            if len(self.workers) >= self.limits.max_workers:
+                raise BusyError(f"{len(self.workers)} workers are registered, the most this "
+                                f"coordinator keeps", field="name", worker=msg.name)
+        record = WorkerRecord(
             name=msg.name, identity=peer, endpoint=msg.endpoint, plugin=msg.plugin,
             device=msg.device, functions={f.name: f for f in msg.functions}, pid=msg.pid,
-            last_seen=now, info=msg.info, public_key=msg.public_key)
+            last_seen=now, info=msg.info, public_key=msg.public_key, key=self.caller_key,
+            session=old.session if old and old.alive else new_id())
+        self.workers[msg.name] = record
         self.metrics.worker_alive.labels(msg.name, msg.plugin, msg.device).set(1)
         log.info("worker %s registered (%s on %s, %d functions) at %s", msg.name, msg.plugin,
                  msg.device, len(msg.functions), msg.endpoint)
-        out.append(Send(peer, reply(msg, {"name": msg.name})))
+        out = [Send(peer, reply(msg, {"name": msg.name, "session": record.session,
+                                      "heartbeat_s": self.heartbeat_s,
+                                      "dead_after_s": self.dead_after_s, "epoch": self.epoch}))]
         out += self._reinstall_plans_for(msg.name, now)
         out += self._resume_waiting_runs(msg.name)
         return out
@@ -66,17 +82,30 @@ class Registry(StateTables):
             return [Send(peer, error_reply(UnknownTargetError(
                 f"worker {msg.name!r} is not registered here; register again", field="name",
                 worker=msg.name), msg.id))]
+        if msg.session != w.session or (w.key is not None and self.caller_key != w.key):
+            raise UnauthorizedError(f"heartbeat for worker {msg.name!r} without its session",
+                                    field="session", worker=msg.name)
         w.last_seen = now
         return []
 
     def _on_deregister(self, peer: bytes, msg: DeregisterMsg, arrays: Any, now: float) -> list[Send]:
         w = self.workers.get(msg.name)
-        if w is None or w.identity != peer:
-            return []
-        return self._worker_lost(w, f"it deregistered ({msg.reason or 'no reason given'})")
+        if w is None or w.identity != peer or not w.alive:
+            return []  # only the connection that registered may say it leaves
+        return self._worker_lost(w, f"it deregistered ({msg.reason or 'no reason given'})", now)
 
-    def _worker_lost(self, w: WorkerRecord, why: str) -> list[Send]:
+    def _prune_dead(self, now: float, *, force: bool = False) -> None:
+        """Forget lost workers after the grace period (all of them when ``force``), unless a
+        run waits for one to come back."""
+        waited = {r.waiting_for for r in self.runs.values() if r.waiting_for}
+        for w in [w for w in self.workers.values() if not w.alive and w.name not in waited]:
+            if force or (w.lost_at is not None and now - w.lost_at > self.limits.dead_grace_s):
+                del self.workers[w.name]
+                self.metrics.worker_alive.remove(w.name, w.plugin, w.device)
+
+    def _worker_lost(self, w: WorkerRecord, why: str, now: float | None = None) -> list[Send]:
         w.alive = False
+        w.lost_at = time.monotonic() if now is None else now
         self.metrics.worker_alive.labels(w.name, w.plugin, w.device).set(0)
         log.warning("worker %s lost: %s", w.name, why)
         out: list[Send] = []
@@ -107,6 +136,7 @@ class Registry(StateTables):
     # --- graphs -------------------------------------------------------------------------------
 
     def _on_graph(self, peer: bytes, msg: GraphMsg, arrays: Any, now: float) -> list[Send]:
+        self.authority.require_client(self.caller_key, f"GRAPH {msg.op}")
         if msg.op == "drop":
             name = msg.graph or msg.spec.get("name")
             if not name or name not in self.graph_specs:
@@ -114,6 +144,8 @@ class Registry(StateTables):
             compiled = self.graphs.pop(name, None)
             self.graph_specs.pop(name)
             self.store.drop_graph(name)
+            for metric in (self.metrics.runs, self.metrics.run_latency, self.metrics.node_compute):
+                metric.remove_where(0, name)
             out = [Send(peer, reply(msg, {"graph": name, "dropped": True}))]
             for worker in (compiled.plans if compiled else {}):
                 w = self.workers.get(worker)
@@ -124,10 +156,14 @@ class Registry(StateTables):
         try:
             spec = GraphSpec.model_validate(msg.spec)
         except Exception as exc:
-            raise BadHeaderError(f"graph spec is invalid: {exc}", field="spec") from None
+            raise BadHeaderError(f"graph spec is invalid: {str(exc)[:300]}", field="spec") from None
         if msg.op == "validate":
             order = validate(spec, self._live_functions())
             return [Send(peer, reply(msg, {"graph": spec.name, "valid": True, "order": order}))]
+        if spec.name not in self.graph_specs and len(self.graph_specs) >= self.limits.max_graphs:
+            raise BusyError(f"{len(self.graph_specs)} graphs are registered, the most this "
+                            f"coordinator keeps; drop some first", field="spec")
+        self._check_requests(peer)
         version = self.graph_specs.get(spec.name, (0, spec))[0] + 1
         compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
                                      self._keys())
@@ -150,6 +186,7 @@ class Registry(StateTables):
                              graph=compiled.spec.name, args={"plan": plan.model_dump()})
             if op is not None:
                 op.waiting.add(ctl.id)
+                op.responders[ctl.id] = self.workers[worker].identity
                 self.ops[ctl.id] = op
             out.append(Send(self.workers[worker].identity, ctl))
         return out

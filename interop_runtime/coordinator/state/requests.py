@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from interop_runtime.coordinator.state.base import StateTables
@@ -13,6 +14,7 @@ from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import (
     BadHeaderError,
     BusyError,
+    CoordinatorRestartedError,
     RunCancelledError,
     UnknownTargetError,
     UnsupportedError,
@@ -32,75 +34,117 @@ from interop_runtime.wire.messages import (
 
 class Requests(StateTables):
     def _on_query(self, peer: bytes, msg: QueryMsg, arrays: Any, now: float) -> list[Send]:
+        self.authority.require_client(self.caller_key, "QUERY")
         if msg.what == "workers":
-            body: dict[str, Any] = {"workers": [w.public(now) for w in self.workers.values()]}
+            body: dict[str, Any] = self._fitted("workers", [w.public(now)
+                                                            for w in self.workers.values()])
         elif msg.what == "graphs":
-            body = {"graphs": [{"name": n, "version": v, "nodes": list(s.nodes),
-                                "ready": n in self.graphs} for n, (v, s) in self.graph_specs.items()]}
+            body = self._fitted("graphs", [{"name": n, "version": v, "nodes": list(s.nodes),
+                                            "ready": n in self.graphs}
+                                           for n, (v, s) in self.graph_specs.items()])
         elif msg.what == "runs":
-            body = {"active": [{"run": r.run, "graph": r.graph, "outstanding": r.outstanding}
-                               for r in self.runs.values()], "recent": self.store.runs(50)}
+            body = {**self._fitted("active", [{"run": r.run, "graph": r.graph,
+                                               "outstanding": r.outstanding}
+                                              for r in self.runs.values()]),
+                    "recent": self.store.runs(50)}
         elif msg.what == "status":
             body = {"workers_alive": sum(w.alive for w in self.workers.values()),
                     "workers_dead": sum(not w.alive for w in self.workers.values()),
                     "graphs": len(self.graph_specs), "runs_active": len(self.runs),
-                    "runs_ok": self.finished_ok, "runs_failed": self.finished_failed}
-        else:  # result
-            if not msg.run:
-                raise BadHeaderError("query result needs a run id", field="run")
-            if msg.run in self.runs:
-                raise BusyError(f"run {msg.run} is still running", field="run")
-            result = self.store.take_result(msg.run)
-            if result is None:
-                state = self.store.run_state(msg.run)
-                if state in ("failed", "cancelled", "interrupted"):
-                    err = self.store.run_error(msg.run) or {}
-                    code = err.pop("code", "cancelled")
-                    message = err.pop("message", f"run {msg.run} was {state}")
-                    raise make_error(code, message, **{k: err.get(k) for k in
-                                                       ("field", "node", "edge", "worker")})
-                raise UnknownTargetError(f"no uncollected result for run {msg.run!r}", field="run")
-            return [Send(peer, reply(msg, {"run": msg.run}), result)]
+                    "runs_ok": self.finished_ok, "runs_failed": self.finished_failed,
+                    "epoch": self.epoch}
+        else:
+            return self._result(peer, msg)
         return [Send(peer, reply(msg, body))]
+
+    def _fitted(self, key: str, items: list[Any]) -> dict[str, Any]:
+        """``{key: items}``, cut so that the answer fits in a header; ``truncated`` counts
+        what was left out."""
+        budget, kept = self.limits.max_reply_bytes, list[Any]()
+        for item in items:
+            budget -= len(msgpack.packb(item))
+            if budget < 0:
+                return {key: kept, "truncated": len(items) - len(kept)}
+            kept.append(item)
+        return {key: kept}
+
+    def _result(self, peer: bytes, msg: QueryMsg) -> list[Send]:
+        """A detached run's outputs, once, for the client that started it."""
+        if not msg.run:
+            raise BadHeaderError("query result needs a run id", field="run")
+        unknown = UnknownTargetError(f"no uncollected result for run {msg.run!r}", field="run")
+        rec = self.runs.get(msg.run)
+        if rec is not None:
+            if rec.owner != self.caller_key:
+                raise unknown  # another client's run: as if it did not exist
+            raise BusyError(f"run {msg.run} is still running", field="run")
+        if self.store.run_owned_by_other(msg.run, self.caller_key):
+            raise unknown
+        result = self.store.take_result(msg.run)
+        if result is not None:
+            return [Send(peer, reply(msg, {"run": msg.run}), result)]
+        state = self.store.run_state(msg.run)
+        restarted = state == "interrupted" or (
+            msg.epoch is not None and msg.epoch != self.epoch and state in (None, "running"))
+        if restarted:
+            raise CoordinatorRestartedError(
+                f"the coordinator restarted while run {msg.run} was in flight; its result is "
+                f"lost (epoch {msg.epoch or 'unknown'} -> {self.epoch})", field="run")
+        if state in ("failed", "cancelled"):
+            err = self.store.run_error(msg.run) or {}
+            code = err.pop("code", "cancelled")
+            message = err.pop("message", f"run {msg.run} was {state}")
+            raise make_error(code, message, **{k: err.get(k) for k in
+                                               ("field", "node", "edge", "worker")})
+        raise unknown
 
     def _forward(self, peer: bytes, msg: ControlMsg | ParamMsg, arrays: dict[str, np.ndarray],
                  now: float) -> list[Send]:
         w = self.workers.get(msg.dst or "")
         if w is None:
-            known = ", ".join(sorted(self.workers)) or "none"
-            raise UnknownTargetError(f"no worker named {msg.dst!r} (workers: {known})",
-                                     field="dst", worker=msg.dst)
+            raise UnknownTargetError(f"no worker named {msg.dst!r}", field="dst", worker=msg.dst)
         if not w.alive:
             raise WorkerLostError(f"worker {w.name!r} is not alive", worker=w.name)
+        self._check_requests(peer)
         fwd = msg.model_copy(update={"id": new_id()})
         self.ops[fwd.id] = PendingOp(client=peer, client_msg=msg.id, waiting={fwd.id},
-                                     deadline=now + self.request_timeout_s, forwarded_to=w.name)
+                                     deadline=now + self.request_timeout_s, forwarded_to=w.name,
+                                     responders={fwd.id: w.identity})
         return [Send(w.identity, fwd, arrays)]
 
     def _on_control(self, peer: bytes, msg: ControlMsg, arrays: dict[str, np.ndarray], now: float
                     ) -> list[Send]:
+        self.authority.require_client(self.caller_key, f"CONTROL {msg.action}")
         if msg.dst in (None, "", NAME):
             if msg.action == "ping":
-                return [Send(peer, reply(msg, {"name": NAME}))]
+                return [Send(peer, reply(msg, {"name": NAME, "epoch": self.epoch}))]
             if msg.action == "cancel" and msg.run:
                 rec = self.runs.get(msg.run)
-                if rec is None:
-                    raise UnknownTargetError(f"no run {msg.run!r} in flight", field="run")
+                if rec is None or rec.owner != self.caller_key:
+                    raise UnknownTargetError(f"no run {msg.run!r} of yours in flight", field="run")
                 out = self._fail_run(rec, RunCancelledError(f"run {msg.run} was cancelled"))
                 return [*out, Send(peer, reply(msg, {"run": msg.run, "cancelled": True}))]
+            if msg.action == "cancel":
+                raise UnsupportedError("cancel at the coordinator needs a run", field="run")
             raise UnsupportedError(f"the coordinator does not do {msg.action!r}; name a worker "
                                    f"in dst", field="action")
         return self._forward(peer, msg, arrays, now)
 
     def _on_param(self, peer: bytes, msg: ParamMsg, arrays: dict[str, np.ndarray], now: float
                   ) -> list[Send]:
+        self.authority.require_client(self.caller_key, f"PARAM {msg.op}")
         return self._forward(peer, msg, arrays, now)
 
     def _on_reply(self, peer: bytes, msg: ReplyMsg | ErrorMsg, arrays: dict[str, np.ndarray],
                   now: float) -> list[Send]:
-        op = self.ops.pop(msg.reply_to or "", None)
+        op = self.ops.get(msg.reply_to or "")
         if op is None:
             return []
+        if op.responders.get(msg.reply_to or "") != peer:
+            # a guessed (or replayed) id from a connection we did not ask: dropped, counted
+            self.metrics.bad_messages.labels("unauthorized").inc()
+            return []
+        del self.ops[msg.reply_to or ""]
         if op.forwarded_to is not None:
             back = msg.model_copy(update={"id": new_id(), "reply_to": op.client_msg})
             return [Send(op.client, back, arrays)]

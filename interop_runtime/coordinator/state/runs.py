@@ -44,6 +44,7 @@ log = logging.getLogger("interop.coordinator")
 class Runs(StateTables):
     def _on_run(self, peer: bytes, msg: RunMsg, arrays: dict[str, np.ndarray], now: float
                 ) -> list[Send]:
+        self.authority.require_client(self.caller_key, "RUN")
         compiled = self.graphs.get(msg.graph)
         if compiled is None:
             if msg.graph in self.graph_specs:
@@ -58,7 +59,10 @@ class Runs(StateTables):
         if "~" in msg.run:
             raise BadHeaderError("run ids must not contain '~' (it marks retry attempts)",
                                  field="run")
-        self.admission.check(peer)
+        nbytes = sum(a.nbytes for a in arrays.values())
+        self.admission.check(peer, nbytes)
+        if self.store.run_owned_by_other(msg.run, self.caller_key):
+            raise BadHeaderError(f"run id {msg.run!r} belongs to another client", field="run")
         spec = compiled.spec
         for name in arrays:
             if name not in compiled.input_routes:
@@ -77,17 +81,21 @@ class Runs(StateTables):
                                       worker=wname, node=node)
         timeout = msg.timeout_s if msg.timeout_s is not None else self.default_run_timeout_s
         rec = RunRecord(run=msg.run, graph=msg.graph, client=peer, client_msg=msg.id, started=now,
-                        deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers)
+                        deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers,
+                        owner=self.caller_key, input_bytes=nbytes)
         if any(n.retries for n in spec.nodes.values()):
             rec.inputs = dict(arrays)
         self.runs[msg.run] = rec
-        self.admission.admit(peer)
+        self.admission.admit(peer, nbytes)
         self.metrics.runs_active.inc()
-        self.metrics.bytes.labels("client_to_workers").inc(sum(a.nbytes for a in arrays.values()))
-        self.store.run_started(msg.run, msg.graph, time.time())
+        self.metrics.bytes.labels("client_to_workers").inc(nbytes)
+        # a detached run's record must survive a crash before its client hears "running"
+        self.store.run_started(msg.run, msg.graph, time.time(), owner=self.caller_key,
+                               urgent=msg.detach)
         out = self._dispatch(rec, compiled, arrays)
         if msg.detach:
-            out.append(Send(peer, reply(msg, {"run": msg.run, "state": "running"})))
+            out.append(Send(peer, reply(msg, {"run": msg.run, "state": "running",
+                                              "epoch": self.epoch})))
         return out
 
     def _dispatch(self, rec: RunRecord, compiled: CompiledGraph, arrays: dict[str, np.ndarray]
@@ -140,6 +148,13 @@ class Runs(StateTables):
         rec = self.runs.get(self.wire_runs.get(msg.run, msg.run))
         if rec is None or msg.run != rec.wire_run or msg.node not in rec.outstanding:
             return []  # a run that already failed or was cancelled, or an earlier attempt
+        owner = self.workers.get(rec.outstanding[msg.node])
+        if owner is None or owner.identity != peer:
+            # only the worker the node runs on may finish it: dropped, and counted
+            self.metrics.bad_messages.labels("unauthorized").inc()
+            log.warning("dropped DONE for %s/%s from a connection that is not worker %s",
+                        rec.run, msg.node, rec.outstanding[msg.node])
+            return []
         if not msg.ok:
             worker = rec.outstanding.get(msg.node)
             return self._fail_run(rec, make_error(
@@ -147,7 +162,9 @@ class Runs(StateTables):
                 f"node {msg.node!r} on worker {worker!r} failed: {msg.message}",
                 node=msg.node, worker=worker))
         worker = rec.outstanding.pop(msg.node)
-        rec.outputs.update(arrays)
+        spec = self.graph_specs[rec.graph][1]
+        mine = {g for g, ref in spec.outputs.items() if ref.partition(".")[0] == msg.node}
+        rec.outputs.update({g: a for g, a in arrays.items() if g in mine})
         self.metrics.node_compute.labels(rec.graph, msg.node, worker).observe(msg.compute_us / 1e6)
         self.metrics.bytes.labels("worker_to_worker").inc(msg.bytes_out)
         rec.timings[msg.node] = {"worker": worker, "compute_us": msg.compute_us,
@@ -160,7 +177,7 @@ class Runs(StateTables):
     def _forget_run(self, rec: RunRecord) -> None:
         if self.runs.pop(rec.run, None) is not None:
             self.metrics.runs_active.dec()
-            self.admission.release(rec.client)
+            self.admission.release(rec.client, rec.input_bytes)
         self.wire_runs.pop(rec.wire_run, None)
         for w in rec.workers:
             self.runs_by_worker.get(w, set()).discard(rec.run)
