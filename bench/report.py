@@ -269,8 +269,24 @@ def _ratios(rep: dict[str, Any]) -> dict[str, Any]:
                 lines.append(f"64 MiB chain ({t}) with {what}: {fmt(alt['median_ms'])} ms "
                              f"instead of {fmt(big['median_ms'])} ms (speed-up **{_x(x)}**): "
                              f"{why}")
+    lines += _secure_cost(rep, r)
     r["_lines"] = lines
     return r
+
+
+def _secure_cost(rep: dict[str, Any], r: dict[str, Any]) -> list[str]:
+    """The default secure mode (CURVE, roles) next to plain text, same machine, same run."""
+    lines = []
+    for key, unit, label in (("lat_chain_1k", "median_us", "1 KiB chain latency"),
+                             ("tput_chain_64m", "median_ms", "64 MiB chain time")):
+        secure, plain = _get(rep, "runtime", f"curve.{key}"), _get(rep, "runtime", f"tcp.{key}")
+        if secure and plain:
+            x = _ratio(secure[unit], plain[unit])
+            r[f"secure_vs_insecure.{key}"] = x
+            lines.append(f"{label}, default secure (CURVE) vs --insecure (tcp): "
+                         f"{fmt(secure[unit])} vs {fmt(plain[unit])} {unit.split('_')[1]} = "
+                         f"**{_x(x)}**")
+    return lines
 
 
 def _breakdown(rep: dict[str, Any], derived: dict[str, Any]) -> list[str]:

@@ -63,8 +63,9 @@ def one_graph() -> Graph:
 
 
 def start(transport: str, tmp: str) -> BenchCluster:
-    """tcp: everything on tcp://127.0.0.1; ipc: everything on ipc://; curve: tcp + CURVE."""
-    coordinator: dict[str, Any] = {"heartbeat_s": 1.0}
+    """tcp: everything on tcp://127.0.0.1; ipc: everything on ipc://, both plain text
+    (--insecure); curve: tcp with the default secure set-up (ephemeral CURVE keys, roles)."""
+    coordinator: dict[str, Any] = {"heartbeat_s": 1.0, "curve": False}
     worker_bind: str | None = None
     if transport == "ipc":
         coordinator["bind"] = f"ipc://{tmp}/coord.sock"

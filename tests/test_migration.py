@@ -57,7 +57,10 @@ WORKERS: list[dict[str, Any]] = [
 def cluster() -> Any:
     from interop_runtime import ClusterSpec, LocalCluster
 
-    spec = ClusterSpec.model_validate({"coordinator": {"heartbeat_s": 0.5}, "workers": WORKERS})
+    # plain text: migrate() starts its temporary onnxruntime worker without keys (on a CURVE
+    # cluster the operator starts one with its own key and passes target_worker)
+    spec = ClusterSpec.model_validate({"coordinator": {"heartbeat_s": 0.5, "curve": False},
+                                       "workers": WORKERS})
     with LocalCluster(spec) as c:
         yield c
 

@@ -58,6 +58,7 @@ class Client:
     def __init__(self, address: str, *, timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
                  max_message_bytes: int | None = None, security: Security | None = None) -> None:
         self.address = address
+        self.security = security
         self.timeout_s = timeout_s
         self.ctx = zmq.Context.instance()
         self._pipe_addr = f"inproc://interop-client-{next(_pipe_ids)}-{id(self)}"

@@ -241,7 +241,9 @@ class WorkerHost:
                                        field="kind")
         except Exception as exc:  # every failure becomes a typed reply; the loop goes on
             err = exc if isinstance(exc, InteropError) else internal_error(exc)
-            if isinstance(msg, DataMsg):
+            # DATA refused for who sent it says nothing about the run: a stranger's message
+            # must not be able to fail someone else's run
+            if isinstance(msg, DataMsg) and not isinstance(err, UnauthorizedError):
                 self._report_failure(msg.graph, msg.run, msg.node, err)
             self._reply(sock, peer, error_msg(err, src=self.name, reply_to=msg.id,
                                               run=getattr(msg, "run", None)))

@@ -31,10 +31,14 @@ from interop_runtime.wire.messages import (
     ReplyMsg,
 )
 
+# health checks and monitors: any role may ask (a worker probes itself with its own key)
+OPEN_QUERIES = frozenset({"workers", "status"})
+
 
 class Requests(StateTables):
     def _on_query(self, peer: bytes, msg: QueryMsg, arrays: Any, now: float) -> list[Send]:
-        self.authority.require_client(self.caller_key, "QUERY")
+        if msg.what not in OPEN_QUERIES:
+            self.authority.require_client(self.caller_key, f"QUERY {msg.what}")
         if msg.what == "workers":
             body: dict[str, Any] = self._fitted("workers", [w.public(now)
                                                             for w in self.workers.values()])
@@ -114,10 +118,10 @@ class Requests(StateTables):
 
     def _on_control(self, peer: bytes, msg: ControlMsg, arrays: dict[str, np.ndarray], now: float
                     ) -> list[Send]:
+        if msg.dst in (None, "", NAME) and msg.action == "ping":  # open to every role
+            return [Send(peer, reply(msg, {"name": NAME, "epoch": self.epoch}))]
         self.authority.require_client(self.caller_key, f"CONTROL {msg.action}")
         if msg.dst in (None, "", NAME):
-            if msg.action == "ping":
-                return [Send(peer, reply(msg, {"name": NAME, "epoch": self.epoch}))]
             if msg.action == "cancel" and msg.run:
                 rec = self.runs.get(msg.run)
                 if rec is None or rec.owner != self.caller_key:
@@ -138,7 +142,8 @@ class Requests(StateTables):
     def _on_reply(self, peer: bytes, msg: ReplyMsg | ErrorMsg, arrays: dict[str, np.ndarray],
                   now: float) -> list[Send]:
         op = self.ops.get(msg.reply_to or "")
-        if op is None:
+        if op is None:  # a late answer (to a cancel, say) or a guessed id: dropped, counted
+            self.metrics.bad_messages.labels("stale_reply").inc()
             return []
         if op.responders.get(msg.reply_to or "") != peer:
             # a guessed (or replayed) id from a connection we did not ask: dropped, counted

@@ -100,7 +100,8 @@ def onnx_worker(address: str, model: str | Path, name: str, *, device: str = "cp
     """A temporary onnxruntime worker serving ``model``, registered with the coordinator
     at ``address``; yields its name, stops it on exit. Plain-text clusters only: on a
     CURVE cluster the operator starts the worker with its keys (``target_worker=``)."""
-    spec = ClusterSpec(coordinator=CoordinatorSpec(bind=address, heartbeat_s=heartbeat_s),
+    spec = ClusterSpec(coordinator=CoordinatorSpec(bind=address, heartbeat_s=heartbeat_s,
+                                                   curve=False),
                        workers=[WorkerSpec(name=name, plugin="onnxruntime", device=device,
                                            python=python, config={
                                                "model": str(Path(model).resolve()),
@@ -124,6 +125,10 @@ def migrate(client: Client, source_worker: str, out_path: str | Path,
     ``inputs`` default to seeded examples of ``function``'s declared shapes (dynamic
     dims = ``batch``). With ``target_worker`` the caller's onnxruntime worker (already
     serving ``out_path``) is used; else a temporary one is started and stopped here."""
+    if target_worker is None and client.security is not None:
+        raise InteropError("a temporary onnxruntime worker cannot join a CURVE cluster (its key "
+                           "is not on the allow-list): start one with its own key, serving "
+                           f"{out_path}, and pass target_worker= (--target)")
     specs = client.functions(source_worker)
     if function not in specs:
         raise InteropError(f"worker {source_worker!r} has no function {function!r}",
