@@ -126,9 +126,30 @@ class Pools:
                 *self.endpoints, *self.keys]
 
 
-def _live(getter: Callable[[], Sequence[str]]) -> SearchStrategy[str]:
-    """A name from a pool that grows while the fuzzer runs (looked up at draw time)."""
-    return st.integers(0, 1 << 16).map(lambda i: (lambda p: p[i % len(p)] if p else "")(getter()))
+@dataclass(frozen=True)
+class Live:
+    """A name from a pool that fills up while the fuzzer runs (``Pools.runs``, ``.ids``),
+    resolved just before sending: drawing it must not depend on that state, or Hypothesis
+    sees the same choices give different data."""
+
+    pool: str
+    index: int
+
+
+def _live(pool: str) -> SearchStrategy[Live]:
+    return st.builds(Live, st.just(pool), st.integers(0, 1 << 16))
+
+
+def resolve(value: Any, pools: Pools) -> Any:
+    """``value`` with every Live replaced by the name it stands for now."""
+    if isinstance(value, Live):
+        names: Sequence[str] = getattr(pools, value.pool)
+        return names[value.index % len(names)] if names else ""
+    if isinstance(value, dict):
+        return {resolve(k, pools): resolve(v, pools) for k, v in value.items()}
+    if isinstance(value, list) and any(isinstance(v, (Live, dict, list)) for v in value):
+        return [resolve(v, pools) for v in value]
+    return value
 
 
 # --- field values -------------------------------------------------------------------------
@@ -209,6 +230,17 @@ def _types(schema: dict[str, Any], defs: dict[str, Any]) -> set[str]:
     return out
 
 
+@st.composite
+def _twisted(draw: st.DrawFn, header: SearchStrategy[dict[str, Any]],
+             twists: dict[str, SearchStrategy[Any]]) -> dict[str, Any]:
+    """A header drawn from the schema, with up to three fields given adversarial values."""
+    out = dict(draw(header))
+    for _ in range(draw(st.sampled_from([0, 1, 0, 2, 3]))):
+        key = draw(st.sampled_from(sorted(twists)))
+        out[key] = draw(twists[key])
+    return out
+
+
 class HeaderStrategies:
     """One strategy per message kind, from protocol/schema.json, with adversarial twists."""
 
@@ -216,10 +248,10 @@ class HeaderStrategies:
         self.pools = pools
         self.defs: dict[str, Any] = schema["$defs"]
         static = pools.static()
-        any_name = st.sampled_from(static) | _live(lambda: pools.runs) | _live(lambda: pools.ids)
+        any_name = st.sampled_from(static) | _live("runs") | _live("ids")
         # real names by field, so that e.g. a "graph" field often names a real graph
         self.names: dict[str, SearchStrategy[str]] = {
-            "graph": st.sampled_from(pools.graphs), "run": _live(lambda: pools.runs),
+            "graph": st.sampled_from(pools.graphs), "run": _live("runs"),
             "node": st.sampled_from(pools.nodes), "worker": st.sampled_from(pools.workers),
             "dst": st.sampled_from([*pools.workers, "coordinator"]),
             "src": st.sampled_from([*pools.workers, "coordinator", "client"]),
@@ -227,8 +259,8 @@ class HeaderStrategies:
             "function": st.sampled_from(pools.functions),
             "endpoint": st.sampled_from(pools.endpoints or ["tcp://127.0.0.1:1"]),
             "public_key": st.sampled_from(pools.keys or ["0" * 40]),
-            "reply_to": _live(lambda: pools.ids), "id": _live(lambda: pools.ids),
-            "session": _live(lambda: pools.ids), "epoch": _live(lambda: pools.ids),
+            "reply_to": _live("ids"), "id": _live("ids"),
+            "session": _live("ids"), "epoch": _live("ids"),
             "input": st.sampled_from(pools.ports), "field": st.sampled_from(pools.ports),
             "code": st.sampled_from(sorted(ERROR_CODES)),
             "dtype": st.sampled_from(DTYPES), "plugin": st.just("numpy"),
@@ -238,8 +270,11 @@ class HeaderStrategies:
         for entry in schema["oneOf"]:
             sub = self._resolve(entry)
             kind = sub["properties"]["kind"]["const"]
-            self.kinds[kind] = self._object(sub, owner=kind).map(
+            self.kinds[kind] = self._object(sub, owner=sub["title"], top=True).map(
                 lambda h, k=kind: {**h, "v": PROTOCOL_VERSION, "kind": k})
+        # the schema's own TensorMeta lists, random and rarely consistent with any frames
+        self.tensor_metas = self.build(schema["$defs"]["DataMsg"]["properties"]["tensors"],
+                                       "tensors", "Header")
 
     def _resolve(self, schema: dict[str, Any]) -> dict[str, Any]:
         while "$ref" in schema:
@@ -267,15 +302,23 @@ class HeaderStrategies:
             return st.lists(self.build(schema["items"], key, owner),
                             min_size=schema.get("minItems", 0),
                             max_size=min(schema.get("maxItems", 3), 3))
-        return from_schema(_bounded(schema))
+        leaf = from_schema(_bounded(schema))
+        if kind == "string" and "enum" not in schema and "const" not in schema \
+                and key in self.names:
+            return self.names[key] | leaf  # real names first: they get past "no such thing"
+        return leaf
 
-    def _object(self, schema: dict[str, Any], owner: str) -> SearchStrategy[dict[str, Any]]:
+    def _object(self, schema: dict[str, Any], owner: str, *, top: bool = False
+                ) -> SearchStrategy[dict[str, Any]]:
         props: dict[str, Any] = schema["properties"]
         required = set(schema.get("required", []))
-        fields = {k: self._field(k, p, owner) for k, p in props.items()}
+        fields = {k: self._field(k, p, owner, top=top) for k, p in props.items()}
         strategy = st.fixed_dictionaries({k: s for k, s in fields.items() if k in required},
                                          optional={k: s for k, s in fields.items()
                                                    if k not in required})
+        if top:  # a valid header, then 0-3 of its fields twisted: many headers stay valid
+            twists = {k: self._twist(k, p) for k, p in props.items() if k not in ("kind", "v")}
+            strategy = _twisted(strategy, twists)
         if schema.get("additionalProperties") is False:
             return strategy
         # unknown fields: a receiver ignores them (and must still refuse bin and ext)
@@ -283,18 +326,23 @@ class HeaderStrategies:
                                   plain_values | poison_values, max_size=1)
         return st.builds(lambda known, more: {**more, **known}, strategy, unknown)
 
-    def _field(self, key: str, schema: dict[str, Any], owner: str) -> SearchStrategy[Any]:
+    def _field(self, key: str, schema: dict[str, Any], owner: str, *, top: bool = False
+               ) -> SearchStrategy[Any]:
         if key in ("kind", "v"):
             return st.just(None)  # set per kind after drawing
+        if key == "tensors" and top:
+            return st.just([])  # messages() attaches tensors (schema-drawn ones too, at times)
         base = self.build(schema, key, owner)
+        if top:
+            return base
         if owner == "TensorMeta" and key in ("dtype", "shape", "frame"):
-            return base | self._twist(key, schema)  # tensors() twists these on purpose
-        # mostly the schema's own values, often a twisted one
-        return st.one_of(base, base, self._twist(key, schema))
+            return base | self._twist(key, schema)  # the schema-drawn tensors are noise anyway
+        # inside typed maps: mostly the schema's own values, at times a twisted one
+        return st.one_of(base, base, base, self._twist(key, schema))
 
     def _twist(self, key: str, schema: dict[str, Any]) -> SearchStrategy[Any]:
         types = _types(schema, self.defs)
-        options: list[SearchStrategy[Any]] = [wrong_types]
+        options: list[SearchStrategy[Any]] = []
         if "string" in types:
             options += [self._name(key), self._name(key), st.sampled_from(NASTY_STRINGS),
                         long_strings, unicode_strings]
@@ -305,7 +353,9 @@ class HeaderStrategies:
         if "array" in types:
             options += [st.just([]), st.lists(self._name(key), min_size=1, max_size=40),
                         st.lists(extreme_ints, max_size=33)]
-        return st.one_of(options)
+        if "object" in types:
+            options += [self._free_form(key, "")]
+        return st.one_of([*options, wrong_types])  # one_of favours its first branches
 
     def _free_form(self, key: str, owner: str) -> SearchStrategy[dict[str, Any]]:
         options = [free_form(self._name(key))]
@@ -392,8 +442,8 @@ def consistent_tensors(draw: st.DrawFn, pools: Pools, min_size: int = 0) -> Tens
     for i in range(n):
         name = draw(st.sampled_from(["x", "x", *pools.ports, "w", "a"]) | st.text(
             min_size=1, max_size=8))
-        if any(m["name"] == name for m in metas):
-            name = f"{name}{i}"  # names are unique within a message
+        while any(m["name"] == name for m in metas):
+            name = f"{name}~{i}"  # names are unique within a message
         dtype = draw(st.sampled_from(["float32", "float32", *DTYPES]))
         shape = draw(st.lists(st.integers(0, 64), max_size=4)
                      | st.sampled_from([[], [0], [4], [1, 4], [4096], [0, 1 << 40]]))
@@ -429,17 +479,18 @@ def _corrupt(t: Tensors, how: str, arg: int) -> Tensors:
         buffers.pop()
     elif how == "extra_frame":
         buffers.append(b"\x00" * (arg % 9))
-    elif how == "dup_frame" and len(metas) > 1:
-        metas[1]["frame"] = first["frame"]
-    elif how == "dup_name" and len(metas) > 1:
-        metas[1]["name"] = first["name"]
+    elif how == "dup_frame":  # a second tensor on the first one's frame
+        metas.append({**first, "name": f"{first['name']}~dup"})
+    elif how == "dup_name":  # a second tensor of the same name, on a frame of its own
+        metas.append({**first, "frame": len(buffers) + 1})
+        buffers.append(buffers[frame])
     elif how == "frame_index":
         first["frame"] = [0, -1, len(buffers) + 1, 1 << 20, (1 << 20) + 1, 2**63][arg % 6]
     elif how == "huge_dims":
         first["shape"] = [[2**62, 4], [2**32, 2**32], [2**63 - 1], [2**63], [-1], [2**31] * 3,
-                          [0, 2**63 - 1], [1 << 30, 1 << 30]][arg % 8]
-    elif how == "many_dims":
-        first["shape"] = [1] * (32 + arg % 3)
+                          [1, 2**63 - 1], [1 << 30, 1 << 30]][arg % 8]
+    elif how == "many_dims":  # the limit is 32
+        first["shape"] = [1] * (33 + arg % 3)
     elif how == "zero_dim":
         first["shape"] = [0, 5]
         buffers[frame] = buffers[frame] or b"\x01"
@@ -495,23 +546,22 @@ class FuzzMessage:
                                for f in frames], "frame_lengths": [len(f) for f in frames]}
 
 
-def _message(route: str, header: dict[str, Any], tensors: Tensors | None,
-             schema_buffers: list[bytes]) -> FuzzMessage:
-    if tensors is None:  # keep the schema's random TensorMeta list, with random frames
-        return FuzzMessage(route, header, schema_buffers, "schema")
+def _message(route: str, header: dict[str, Any], tensors: Tensors) -> FuzzMessage:
     return FuzzMessage(route, {**header, "tensors": tensors.metas}, tensors.buffers, tensors.mode)
 
 
 def messages(pools: Pools, headers: HeaderStrategies | None = None) -> SearchStrategy[FuzzMessage]:
-    """Every kind, to every route; tensors consistent with the frames, inconsistent, absent,
-    or as the schema drew them."""
+    """Every kind, to every route; tensors consistent with their frames (most often),
+    absent, deliberately inconsistent, or the schema's random TensorMeta with random frames."""
     headers = headers or HeaderStrategies(pools)
     route = st.sampled_from([COORDINATOR, COORDINATOR, COORDINATOR, INBOX_AS_CLIENT, INBOX_AS_W1])
-    no_tensors = st.just(Tensors([], [], "none"))
-    tensors = st.one_of(st.none(), no_tensors, consistent_tensors(pools),
-                        consistent_tensors(pools), inconsistent_tensors(pools))
-    return st.builds(_message, route, st.one_of(list(headers.kinds.values())), tensors,
-                     st.lists(st.binary(max_size=32), max_size=3))
+    schema_drawn = st.builds(lambda metas, frames: Tensors(metas, frames, "schema"),
+                             headers.tensor_metas, st.lists(st.binary(max_size=32), max_size=3))
+    # Hypothesis favours the first branches of one_of: the order sets the mix
+    consistent = consistent_tensors(pools)
+    tensors = st.one_of(consistent, st.just(Tensors([], [], "none")), consistent,
+                        inconsistent_tensors(pools), schema_drawn)
+    return st.builds(_message, route, st.one_of(list(headers.kinds.values())), tensors)
 
 
 def neutralize(msg: FuzzMessage, pools: Pools, *, forward_privileged: bool) -> bool:
@@ -553,9 +603,11 @@ class Failure:
     what: str
     culprit: FuzzMessage | None
     batch: list[FuzzMessage]
+    fatal: bool = True  # a process died, wedged or served an honest run wrong
+    count: int = 1  # how many times this kind of failure was seen (keep_going)
 
     def text(self) -> str:
-        lines = [f"FAILURE: {self.what}"]
+        lines = [f"FAILURE{'' if self.count == 1 else f' (x{self.count})'}: {self.what}"]
         if self.culprit is not None:
             lines.append(f"  message: {self.culprit.describe()}")
         lines.append(f"  in a batch of {len(self.batch)} messages; the last ones:")
@@ -578,6 +630,7 @@ class Report:
     rss_after: dict[str, int] = field(default_factory=dict)
     elapsed_s: float = 0.0
     failures: list[Failure] = field(default_factory=list)
+    signatures: dict[str, Failure] = field(default_factory=dict)  # kind of failure -> first
 
     @property
     def messages(self) -> int:
@@ -645,15 +698,18 @@ def expected_y(x: np.ndarray) -> np.ndarray:
 
 class FuzzSession:
     """A rogue with three sockets, an honest client beside it, and the checks between
-    batches. ``send`` raises StopFuzz at the first failure."""
+    batches. ``send`` raises StopFuzz at the first failure (with ``keep_going``, at the first
+    fatal one: untyped answers are counted, one example kept per kind of failure)."""
 
     def __init__(self, cluster: LocalCluster, *, batch: int = 200, honest_every: int = 25,
                  forward_privileged: bool = False, run_timeout_s: float = 20.0,
-                 pools: Pools | None = None) -> None:
+                 keep_going: bool = False, pools: Pools | None = None) -> None:
         self.cluster = cluster
         self.pools = pools or Pools.from_cluster(cluster)
         self.batch_size, self.honest_every = batch, honest_every
         self.forward_privileged = forward_privileged
+        self.keep_going = keep_going  # record untyped answers and go on; stop on fatal ones
+        self.stopped = False
         self.run_timeout_s = run_timeout_s
         w2 = inbox(cluster, "w2")
         self.sockets: dict[str, zmq.Socket] = {
@@ -687,13 +743,23 @@ class FuzzSession:
         self.report.rss_before = self.measure_rss()
         self.started = time.monotonic()
 
-    def _fail(self, what: str, culprit: FuzzMessage | None = None) -> None:
-        self.report.failures.append(Failure(what, culprit, list(self.batch)))
-        raise StopFuzz(what)
+    def _fail(self, what: str, culprit: FuzzMessage | None = None, *, fatal: bool = True,
+              signature: str | None = None) -> None:
+        seen = self.report.signatures.get(signature or what)
+        if seen is not None:
+            seen.count += 1
+        else:
+            failure = Failure(what, culprit, list(self.batch), fatal)
+            self.report.failures.append(failure)
+            self.report.signatures[signature or what] = failure
+        if fatal or not self.keep_going:
+            self.stopped = True
+            raise StopFuzz(what)
 
     def send(self, msg: FuzzMessage) -> None:
-        if self.report.failures:
+        if self.stopped:
             raise StopFuzz("already failed")
+        msg.header = resolve(msg.header, self.pools)
         if neutralize(msg, self.pools, forward_privileged=self.forward_privileged):
             msg.neutralized = True
             self.report.neutralized += 1
@@ -743,12 +809,24 @@ class FuzzSession:
                         break
                     self._check_answer(self.route_of[sock], frames)
 
+    def _culprit(self, reply_to: Any) -> FuzzMessage | None:
+        return next((m for m in reversed(self.batch) if m.header.get("id") == reply_to
+                     and isinstance(reply_to, str)), None)
+
     def _check_answer(self, route: str, frames: list[bytes]) -> None:
         try:
             msg = decode(frames).msg
         except ProtocolError as exc:
             self.report.answers["undecodable"] += 1
-            self._fail(f"undecodable answer on {route}: {exc} ({frames[0][:200]!r})")
+            try:  # what it says, read past the limits the decoder enforces
+                raw = msgpack.unpackb(frames[0], raw=False)
+            except Exception:
+                raw = {}
+            raw = raw if isinstance(raw, dict) else {}
+            self._fail(f"undecodable answer on {route}: {exc}; it is a {raw.get('kind')!r} "
+                       f"with code {raw.get('code')!r}, {len(frames[0])} header bytes",
+                       self._culprit(raw.get("reply_to")), fatal=False,
+                       signature=f"undecodable:{route}:{exc.code}:{raw.get('code')}")
             return
         if msg.kind == "reply":
             self.report.answers["reply"] += 1
@@ -756,9 +834,9 @@ class FuzzSession:
         code = getattr(msg, "code", None)
         self.report.answers[code if msg.kind == "error" else f"kind:{msg.kind}"] += 1
         if msg.kind != "error" or code not in ERROR_CODES:
-            culprit = next((m for m in self.batch if m.header.get("id") ==
-                            getattr(msg, "reply_to", None)), None)
-            self._fail(f"untyped answer on {route}: {msg!r}", culprit)
+            self._fail(f"untyped answer on {route}: {msg!r}",
+                       self._culprit(getattr(msg, "reply_to", None)), fatal=False,
+                       signature=f"untyped:{route}:{msg.kind}:{code}")
 
     def _honest_run(self) -> None:
         x = self.rng.standard_normal(int(self.rng.integers(1, 64))).astype(np.float32)
@@ -799,7 +877,7 @@ class FuzzSession:
 
     def finish(self) -> Report:
         """The last checks, and RSS after."""
-        if not self.report.failures:
+        if not self.stopped:
             try:
                 self.check()
             except StopFuzz:
@@ -840,15 +918,15 @@ def fuzz(session: FuzzSession, count: int, *, seed: int | None = None,
 
 # --- replay and minimization (bench only) -------------------------------------------------
 
-def reproduces(messages_: Sequence[FuzzMessage], *, forward_privileged: bool = True) -> str | None:
-    """Send ``messages_`` to a fresh cluster; the failure they cause, or None."""
+def replay(batch: Sequence[FuzzMessage], *, forward_privileged: bool = False) -> str | None:
+    """Send ``batch`` to a fresh cluster; the failure it causes, or None."""
     with LocalCluster(cluster_spec()) as cluster:
         with cluster.client() as c:
             c.register(honest_graph())
-        session = FuzzSession(cluster, batch=len(messages_) + 1, honest_every=1 << 30,
+        session = FuzzSession(cluster, batch=len(batch) + 1, honest_every=1 << 30,
                               forward_privileged=forward_privileged)
         try:
-            for msg in messages_:
+            for msg in batch:
                 session.send(FuzzMessage(msg.route, msg.header, msg.buffers, msg.tensors))
             time.sleep(1.0)  # let a dying process die
             session.check()
@@ -859,8 +937,12 @@ def reproduces(messages_: Sequence[FuzzMessage], *, forward_privileged: bool = T
         return session.report.failures[0].what if session.report.failures else None
 
 
-def minimize(batch: list[FuzzMessage], log: Callable[[str], None] = print) -> list[FuzzMessage]:
+def minimize(batch: list[FuzzMessage], *, forward_privileged: bool = False,
+             log: Callable[[str], None] = print) -> list[FuzzMessage]:
     """Delta debugging over the failing batch, one fresh cluster per try."""
+    def reproduces(part: Sequence[FuzzMessage]) -> str | None:
+        return replay(part, forward_privileged=forward_privileged)
+
     current = list(batch)
     if reproduces(current) is None:
         log("the failing batch does not reproduce on a fresh cluster (it needs earlier state)")
@@ -898,10 +980,14 @@ def parse(argv: Iterable[str] | None) -> argparse.Namespace:
     ap.add_argument("--forward-privileged", action="store_true",
                     help="send coordinator-only CONTROL/PARAM to real workers through the "
                          "coordinator too (the known finding: a client key stops a worker)")
+    ap.add_argument("--stop-at-first", action="store_true",
+                    help="stop at the first untyped answer too (default: count them and go "
+                         "on; a dead or wedged process or a wrong honest run always stops)")
     ap.add_argument("--no-minimize", action="store_true",
-                    help="on a failure, do not replay the batch to find the culprit")
-    ap.add_argument("--dump", type=Path, default=ROOT / ".bench-results" / "fuzz-failure.json",
-                    help="where the failing batch is written")
+                    help="on a fatal failure, do not replay the batch on fresh clusters to "
+                         "find the messages that cause it")
+    ap.add_argument("--dump", type=Path, default=ROOT / ".bench-results" / "fuzz-failures.json",
+                    help="where the failures and their batches are written")
     return ap.parse_args(None if argv is None else list(argv))
 
 
@@ -911,7 +997,8 @@ def main(argv: Iterable[str] | None = None) -> int:
         with cluster.client() as c:
             c.register(honest_graph())
         session = FuzzSession(cluster, batch=args.batch, honest_every=args.honest_every,
-                              forward_privileged=args.forward_privileged)
+                              forward_privileged=args.forward_privileged,
+                              keep_going=not args.stop_at_first)
         try:
             report = fuzz(session, args.messages, seed=args.seed)
         finally:
@@ -919,14 +1006,16 @@ def main(argv: Iterable[str] | None = None) -> int:
     print(report.table())
     if not report.failures:
         return 0
-    failure = report.failures[0]
     args.dump.parent.mkdir(parents=True, exist_ok=True)
-    args.dump.write_text(json.dumps({"failure": failure.what,
-                                     "batch": [m.to_json() for m in failure.batch]}, indent=1))
-    print(f"\nthe failing batch is in {args.dump}")
-    if not args.no_minimize and failure.batch:
-        print("minimizing on fresh clusters...")
-        for msg in minimize(failure.batch):
+    args.dump.write_text(json.dumps([{
+        "failure": f.what, "count": f.count, "fatal": f.fatal,
+        "culprit": f.culprit.to_json() if f.culprit else None,
+        "batch": [m.to_json() for m in f.batch]} for f in report.failures], indent=1))
+    print(f"\nthe failures and their batches are in {args.dump}")
+    fatal = next((f for f in report.failures if f.fatal and f.culprit is None), None)
+    if fatal is not None and fatal.batch and not args.no_minimize:
+        print(f"minimizing on fresh clusters: {fatal.what.splitlines()[0]}")
+        for msg in minimize(fatal.batch, forward_privileged=args.forward_privileged):
             print(f"  {msg.describe()}")
     return 1
 

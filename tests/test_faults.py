@@ -203,3 +203,46 @@ def test_coordinator_restart_under_load(start_cluster, tmp_path) -> None:
     assert before > 0 and ok[0] >= before + 50
     with cluster.client() as c:
         assert [x["name"] for x in c.graphs()] == ["busy"]
+
+
+def test_coordinator_kill9_ends_every_in_flight_run_with_a_typed_answer(start_cluster,
+                                                                          tmp_path) -> None:
+    """kill -9 with 16 runs in flight (8 waiting for their reply, 8 detached): after the
+    restart every one of them ends with CoordinatorRestartedError, none in silence; the
+    client notices the new epoch by itself, and the cluster serves again."""
+    from interop_runtime import CoordinatorRestartedError
+
+    cluster = start_cluster(numpy_worker("w", "sleep", "scale"), heartbeat_s=0.3,
+                            state=str(tmp_path / "state.sqlite"))
+    g = Graph("slow").node("s", "w", "sleep", seconds=0.5).input("x", "s.x").output("y", "s.y")
+    with cluster.client(timeout_s=30) as c:
+        c.register(g)
+        x = {"x": np.ones(2, np.float32)}
+        waiting = [c.submit("slow", x, timeout_s=30) for _ in range(8)]
+        detached = [c.start("slow", x, timeout_s=30) for _ in range(8)]
+        time.sleep(0.5)  # all 16 are in flight on the worker
+        assert cluster.coordinator is not None
+        cluster.coordinator.kill()  # SIGKILL: no goodbye, nothing flushed
+        cluster.coordinator.wait(10)
+        cluster.start_coordinator()
+        ends: list[str] = []
+        for fut in waiting:  # a result if it finished before the kill, else the typed error
+            try:
+                assert fut.result(timeout=20)["y"].tolist() == [1.0, 1.0]
+                ends.append("result")
+            except CoordinatorRestartedError:
+                ends.append("restarted")
+        for run_id in detached:
+            try:
+                assert c.result(run_id)["y"].tolist() == [1.0, 1.0]
+                ends.append("result")
+            except CoordinatorRestartedError:
+                ends.append("restarted")
+        assert len(ends) == 16 and ends.count("restarted") >= 8, ends
+        # the worker re-registers by itself once it has worked through its queue (16 x 0.5 s)
+        deadline = time.monotonic() + 30
+        while not any(w["alive"] for w in c.workers()):
+            assert time.monotonic() < deadline, "worker did not re-register"
+            time.sleep(0.1)
+        fast = Graph("fast").node("a", "w", "scale").input("x", "a.x").output("y", "a.y")
+        assert c.run(fast, x)["y"].tolist() == [2.0, 2.0]

@@ -6,7 +6,7 @@ import interop_runtime
 
 PUBLIC = {
     "PROTOCOL_VERSION", "WIRE_DTYPES", "BadFrameError", "BadHeaderError", "BadTensorError",
-    "BusyError", "RunCancelledError", "Client", "ClusterSpec", "DTypeMismatchError", "Device",
+    "BusyError", "RunCancelledError", "Client", "CoordinatorRestartedError", "UnauthorizedError", "ClusterSpec", "DTypeMismatchError", "Device",
     "DeviceUnavailable", "Envelope", "ErrorCode", "FunctionFailedError", "FunctionSpec", "Graph",
     "GraphError", "GraphSpec", "InteropError", "LayoutMismatchError", "LocalCluster",
     "ModelGraph", "OpInfo", "ParamInfo", "Params",

@@ -60,6 +60,16 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+MAX_MESSAGE_CHARS = 2000
+MAX_LOCATION_CHARS = 300
+
+
+def cut_text(text: Any, limit: int) -> Any:
+    if isinstance(text, str) and len(text) > limit:
+        return text[: limit - 3] + "..."
+    return text
+
+
 class InteropError(Exception):
     """Base of every interop-runtime error; carries what the wire ERROR carries."""
 
@@ -74,12 +84,14 @@ class InteropError(Exception):
         edge: str | None = None,
         worker: str | None = None,
     ) -> None:
+        # messages quote what a peer sent: cut them so that an ERROR always fits a header
+        message = cut_text(message, MAX_MESSAGE_CHARS)
         super().__init__(message)
         self.message = message
-        self.field = field
-        self.node = node
-        self.edge = edge
-        self.worker = worker
+        self.field = cut_text(field, MAX_LOCATION_CHARS)
+        self.node = cut_text(node, MAX_LOCATION_CHARS)
+        self.edge = cut_text(edge, MAX_LOCATION_CHARS)
+        self.worker = cut_text(worker, MAX_LOCATION_CHARS)
 
     def details(self) -> dict[str, Any]:
         """The non-empty location fields, as the wire ERROR carries them."""

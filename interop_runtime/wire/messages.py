@@ -25,6 +25,7 @@ MAX_DIM = (1 << 63) - 1  # a dimension, and a tensor's element count, stay below
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
+Ref = Annotated[str, Field(max_length=256)]  # a name that refers to something (may be empty)
 DTypeName = Literal[WIRE_DTYPES]  # type: ignore[valid-type]
 
 
@@ -64,8 +65,8 @@ class Header(WireModel):
     kind: str
     v: int
     id: Annotated[str, Field(min_length=1, max_length=128)]
-    src: str | None = None
-    dst: str | None = None
+    src: Ref | None = None
+    dst: Ref | None = None
     tensors: list[TensorMeta] = []
 
 
@@ -75,9 +76,9 @@ class DataMsg(Header):
     """Tensors for a target node of a run (client inputs, worker-to-worker edges)."""
 
     kind: Literal["data"] = "data"
-    graph: str
-    run: str
-    node: str
+    graph: Ref
+    run: Ref
+    node: Ref
 
 
 ControlAction = Literal[
@@ -94,10 +95,10 @@ class ControlMsg(Header):
 
     kind: Literal["control"] = "control"
     action: ControlAction
-    function: str | None = None
-    node: str | None = None
-    graph: str | None = None
-    run: str | None = None
+    function: Ref | None = None
+    node: Ref | None = None
+    graph: Ref | None = None
+    run: Ref | None = None
     args: dict[str, Any] = {}
 
 
@@ -171,9 +172,9 @@ class DoneMsg(Header):
     that are graph outputs; everything else went straight to the consumers."""
 
     kind: Literal["done"] = "done"
-    graph: str
-    run: str
-    node: str
+    graph: Ref
+    run: Ref
+    node: Ref
     ok: bool = True
     code: str | None = None
     message: str | None = None
@@ -190,14 +191,14 @@ class GraphMsg(Header):
     kind: Literal["graph"] = "graph"
     op: Literal["validate", "register", "drop"]
     spec: dict[str, Any] = {}
-    graph: str | None = None
+    graph: Ref | None = None
 
 
 class RunMsg(Header):
     """Run a registered graph once; tensors are the graph's named inputs."""
 
     kind: Literal["run"] = "run"
-    graph: str
+    graph: Ref
     run: Annotated[str, Field(min_length=1, max_length=128)]
     # finite and at most a week: a NaN or infinite deadline would make a run that never ends
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
@@ -209,11 +210,11 @@ class QueryMsg(Header):
 
     kind: Literal["query"] = "query"
     what: Literal["workers", "graphs", "runs", "result", "status"]
-    run: str | None = None
-    graph: str | None = None
+    run: Ref | None = None
+    graph: Ref | None = None
     # for ``result``: the coordinator epoch the run was started under; a run of an earlier
     # epoch that left no result ends with ``coordinator_restarted``
-    epoch: str | None = None
+    epoch: Ref | None = None
 
 
 Message = Annotated[

@@ -10,7 +10,13 @@ import numpy as np
 from pydantic import ValidationError
 
 from interop_runtime.wire.codec import new_id
-from interop_runtime.wire.errors import BadHeaderError, InternalError, InteropError
+from interop_runtime.wire.errors import (
+    MAX_LOCATION_CHARS,
+    BadHeaderError,
+    InternalError,
+    InteropError,
+    cut_text,
+)
 from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg
 
 log = logging.getLogger("interop.worker")
@@ -24,7 +30,8 @@ def to_host_array(value: Any) -> np.ndarray:
 def error_msg(exc: InteropError, *, src: str, reply_to: str | None, run: str | None = None
               ) -> ErrorMsg:
     return ErrorMsg(v=PROTOCOL_VERSION, id=new_id(), src=src, reply_to=reply_to,
-                    code=exc.code.value, message=exc.message, run=run, **exc.details())
+                    code=exc.code.value, message=exc.message, run=cut_text(run, MAX_LOCATION_CHARS),
+                    **exc.details())
 
 
 def internal_error(exc: Exception) -> InteropError:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from interop_runtime.wire.codec import new_id
-from interop_runtime.wire.errors import InteropError
+from interop_runtime.wire.errors import MAX_LOCATION_CHARS, InteropError, cut_text
 from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg, FunctionSpec, Header, ReplyMsg
 
 NAME = "coordinator"
@@ -93,4 +93,5 @@ def reply(to: Header, body: dict[str, Any] | None = None) -> ReplyMsg:
 
 def error_reply(exc: InteropError, reply_to: str | None, run: str | None = None) -> ErrorMsg:
     return ErrorMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=reply_to,
-                    code=exc.code.value, message=exc.message, run=run, **exc.details())
+                    code=exc.code.value, message=exc.message, run=cut_text(run, MAX_LOCATION_CHARS),
+                    **exc.details())
