@@ -1,4 +1,7 @@
-"""Logging set-up: readable text by default, one JSON object per line for log collectors."""
+"""Logging set-up: readable text by default, one JSON object per line for log collectors.
+
+Warnings that a peer can trigger at will (refused messages, bad frames) are rate-limited
+per message template, so a flood cannot fill the disk through the log."""
 
 from __future__ import annotations
 
@@ -20,8 +23,39 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class BurstFilter(logging.Filter):
+    """At most ``burst`` records per ``window_s`` for each message template at WARNING and
+    below; the next record let through says how many were left out."""
+
+    def __init__(self, burst: int = 20, window_s: float = 10.0) -> None:
+        super().__init__()
+        self.burst, self.window_s = burst, window_s
+        self._seen: dict[tuple[str, str], list[float]] = {}  # (logger, template) -> [start, n, dropped]
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno > logging.WARNING:
+            return True
+        key = (record.name, str(record.msg))
+        now = record.created
+        state = self._seen.get(key)
+        if state is None or now - state[0] > self.window_s:
+            if len(self._seen) > 10_000:  # the templates are ours, but stay bounded anyway
+                self._seen.clear()
+            dropped = int(state[2]) if state else 0
+            self._seen[key] = [now, 1.0, 0.0]
+            if dropped:
+                record.msg = f"{record.msg} ({dropped} similar messages left out)"
+            return True
+        state[1] += 1
+        if state[1] <= self.burst:
+            return True
+        state[2] += 1
+        return False
+
+
 def setup_logging(level: str = "info", fmt: str = "text", component: str | None = None) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(BurstFilter())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
