@@ -22,10 +22,11 @@ What it does:
 
 Requests the authority table lets a client key make and that legitimately change shared
 state (GRAPH register/drop of ``chain``) are aimed at decoys so that the honest runs keep
-meaning something. CONTROL/PARAM that only the coordinator may send (shutdown, pause,
-unload, plan, ...) are aimed at decoys too unless ``--forward-privileged``: the
-coordinator forwards them for a client key (a known finding, pinned by
-``tests/test_fuzz_handlers.py::test_client_key_cannot_stop_a_worker_through_the_coordinator``).
+meaning something; so is PARAM set, which a client key may send and which changes a
+worker's weights (``--forward-privileged`` aims it at the real workers too). CONTROL that
+only the coordinator may send (shutdown, pause, unload, plan, ...) goes to the real workers:
+the coordinator refuses to forward it (``tests/test_fuzz_handlers.py::
+test_client_key_cannot_stop_a_worker_through_the_coordinator``, found by this fuzzer).
 """
 
 from __future__ import annotations
@@ -250,7 +251,7 @@ class HeaderStrategies:
         static = pools.static()
         any_name = st.sampled_from(static) | _live("runs") | _live("ids")
         # real names by field, so that e.g. a "graph" field often names a real graph
-        self.names: dict[str, SearchStrategy[str]] = {
+        self.names: dict[str, SearchStrategy[Any]] = {  # str, or a Live name
             "graph": st.sampled_from(pools.graphs), "run": _live("runs"),
             "node": st.sampled_from(pools.nodes), "worker": st.sampled_from(pools.workers),
             "dst": st.sampled_from([*pools.workers, "coordinator"]),
@@ -281,7 +282,7 @@ class HeaderStrategies:
             schema = self.defs[schema["$ref"].rsplit("/", 1)[1]]
         return schema
 
-    def _name(self, key: str) -> SearchStrategy[str]:
+    def _name(self, key: str) -> SearchStrategy[Any]:
         return self.names.get(key, self.any_name)
 
     def build(self, schema: dict[str, Any], key: str, owner: str) -> SearchStrategy[Any]:
@@ -420,7 +421,8 @@ def _fill(kind: str, dtype: str, shape: list[int], seed: int) -> bytes:
     np_dtype = to_numpy_dtype(dtype)
     if kind == "special" and np_dtype.kind in "fc":
         values = np.array([math.nan, math.inf, -math.inf, -0.0, 1e38], dtype=np.float64)
-        return np.resize(values, count).astype(np_dtype).tobytes()
+        with np.errstate(over="ignore"):  # 1e38 is inf in float16: that is the point
+            return np.resize(values, count).astype(np_dtype).tobytes()
     return np.arange(count).astype(np_dtype).tobytes()
 
 
@@ -463,6 +465,17 @@ def consistent_tensors(draw: st.DrawFn, pools: Pools, min_size: int = 0) -> Tens
         for pos, j in enumerate(order):
             metas[j]["frame"] = pos + 1
     return Tensors(metas, buffers, "consistent")
+
+
+def _chain_input(shape: list[int], fill: str, seed: int) -> Tensors:
+    data = _fill(fill, "float32", shape, seed)
+    return Tensors([{"name": "x", "dtype": "float32", "shape": shape, "frame": 1}], [data],
+                   "consistent")
+
+
+# the one input graph chain, scale and add_const take: these get past the input checks
+chain_inputs = st.builds(_chain_input, st.lists(st.integers(0, 64), min_size=1, max_size=2),
+                         st.sampled_from(["random", "ramp", "special"]), st.integers(0, 2**32 - 1))
 
 
 def _corrupt(t: Tensors, how: str, arg: int) -> Tensors:
@@ -558,9 +571,8 @@ def messages(pools: Pools, headers: HeaderStrategies | None = None) -> SearchStr
     schema_drawn = st.builds(lambda metas, frames: Tensors(metas, frames, "schema"),
                              headers.tensor_metas, st.lists(st.binary(max_size=32), max_size=3))
     # Hypothesis favours the first branches of one_of: the order sets the mix
-    consistent = consistent_tensors(pools)
-    tensors = st.one_of(consistent, st.just(Tensors([], [], "none")), consistent,
-                        inconsistent_tensors(pools), schema_drawn)
+    tensors = st.one_of(chain_inputs, st.just(Tensors([], [], "none")), consistent_tensors(pools),
+                        inconsistent_tensors(pools), chain_inputs, schema_drawn)
     return st.builds(_message, route, st.one_of(list(headers.kinds.values())), tensors)
 
 
@@ -573,18 +585,24 @@ def neutralize(msg: FuzzMessage, pools: Pools, *, forward_privileged: bool) -> b
         return False  # the inbox refuses all of these from any rogue key
     h = msg.header
     kind = h.get("kind")
-    if kind in ("control", "param") and not forward_privileged and h.get("dst") in pools.workers:
-        if (kind == "control" and h.get("action") in COORDINATOR_ONLY_ACTIONS) or (
-                kind == "param" and h.get("op") in COORDINATOR_ONLY_OPS):
+
+    def named(key: str, names: Iterable[str]) -> bool:  # twisted values may be unhashable
+        return isinstance(h.get(key), str) and h[key] in names
+
+    if kind in ("control", "param") and not forward_privileged and named("dst", pools.workers):
+        # coordinator-only CONTROL is refused by the coordinator now (SPEC 13.3), so it goes
+        # to the real workers; PARAM set is a client's right and would change their weights
+        if kind == "param" and named("op", COORDINATOR_ONLY_OPS):
             h["dst"] = f"decoy-{h['dst']}"
             return True
-    if kind == "graph" and h.get("op") in ("register", "drop"):
+    if kind == "graph" and named("op", ("register", "drop")):
         changed = False
         spec = h.get("spec")
-        if isinstance(spec, dict) and spec.get("name") in pools.graphs:
+        if isinstance(spec, dict) and isinstance(spec.get("name"), str) \
+                and spec["name"] in pools.graphs:
             h["spec"] = {**spec, "name": f"{spec['name']}-decoy"}
             changed = True
-        if h.get("graph") in pools.graphs:
+        if named("graph", pools.graphs):
             h["graph"] = f"{h['graph']}-decoy"
             changed = True
         return changed
@@ -621,6 +639,8 @@ class Report:
     routes: Counter[str] = field(default_factory=Counter)
     tensor_modes: Counter[str] = field(default_factory=Counter)
     answers: Counter[str] = field(default_factory=Counter)  # "reply" or the error code
+    by_kind: Counter[tuple[str, str]] = field(default_factory=Counter)  # (asked kind, answer)
+    rss_samples: list[tuple[int, dict[str, int]]] = field(default_factory=list)  # per batch
     neutralized: int = 0
     unencodable: int = 0
     honest_ok: int = 0
@@ -659,10 +679,23 @@ class Report:
         out += ["", "| answer | count |", "|---|---|"]
         out += [f"| {k}{'' if k == 'reply' or k in ERROR_CODES else ' (UNTYPED)'} | {n} |"
                 for k, n in sorted(self.answers.items())]
-        out += ["", "| process | RSS before | RSS after | growth |", "|---|---|---|---|"]
+        asked = sorted({k for k, _ in self.by_kind})
+        answers = sorted({a for _, a in self.by_kind})
+        out += ["", "answers by the kind of message they answer, matched by reply_to (? = none;"
+                " the rogue reuses ids, so a few land on a later message of the same id):", "",
+                "| asked \\ answer | " + " | ".join(answers) + " |",
+                "|---|" + "---|" * len(answers)]
+        out += [f"| {k} | " + " | ".join(str(self.by_kind[(k, a)] or "") for a in answers) + " |"
+                for k in asked]
+        # RSS at a quarter, half and three quarters of the run: growth that keeps going shows
+        quarters = [self.rss_samples[int(len(self.rss_samples) * q)] for q in (0.25, 0.5, 0.75)
+                    ] if len(self.rss_samples) >= 4 else []
+        out += ["", "| process | RSS before | " + "".join(f"after {n} | " for n, _ in quarters)
+                + "RSS after | growth |", "|---|---|" + "---|" * len(quarters) + "---|---|"]
         for proc, before in self.rss_before.items():
             after = self.rss_after.get(proc, 0)
-            out.append(f"| {proc} | {before / MIB:.1f} MiB | {after / MIB:.1f} MiB | "
+            mid = "".join(f"{rss.get(proc, 0) / MIB:.1f} MiB | " for _, rss in quarters)
+            out.append(f"| {proc} | {before / MIB:.1f} MiB | {mid}{after / MIB:.1f} MiB | "
                        f"{(after - before) / MIB:+.1f} MiB |")
         if self.failures:
             out += ["", *(f.text() for f in self.failures)]
@@ -727,6 +760,7 @@ class FuzzSession:
         self.rng = np.random.default_rng(0)
         self.report = Report()
         self.batch: list[FuzzMessage] = []
+        self.previous_batch: list[FuzzMessage] = []
         self.honest: list[tuple[Future[RunResult], np.ndarray]] = []
         self.started = time.monotonic()
 
@@ -810,8 +844,9 @@ class FuzzSession:
                     self._check_answer(self.route_of[sock], frames)
 
     def _culprit(self, reply_to: Any) -> FuzzMessage | None:
-        return next((m for m in reversed(self.batch) if m.header.get("id") == reply_to
-                     and isinstance(reply_to, str)), None)
+        """The message an answer is about (answers may come in after the batch ended)."""
+        return next((m for m in reversed(self.previous_batch + self.batch)
+                     if m.header.get("id") == reply_to and isinstance(reply_to, str)), None)
 
     def _check_answer(self, route: str, frames: list[bytes]) -> None:
         try:
@@ -828,14 +863,16 @@ class FuzzSession:
                        self._culprit(raw.get("reply_to")), fatal=False,
                        signature=f"undecodable:{route}:{exc.code}:{raw.get('code')}")
             return
-        if msg.kind == "reply":
-            self.report.answers["reply"] += 1
-            return
         code = getattr(msg, "code", None)
-        self.report.answers[code if msg.kind == "error" else f"kind:{msg.kind}"] += 1
+        answer = "reply" if msg.kind == "reply" else code if msg.kind == "error" \
+            else f"kind:{msg.kind}"
+        self.report.answers[answer] += 1
+        asked = self._culprit(getattr(msg, "reply_to", None))
+        self.report.by_kind[(asked.kind if asked else "?", str(answer))] += 1
+        if msg.kind == "reply":
+            return
         if msg.kind != "error" or code not in ERROR_CODES:
-            self._fail(f"untyped answer on {route}: {msg!r}",
-                       self._culprit(getattr(msg, "reply_to", None)), fatal=False,
+            self._fail(f"untyped answer on {route}: {msg!r}", asked, fatal=False,
                        signature=f"untyped:{route}:{msg.kind}:{code}")
 
     def _honest_run(self) -> None:
@@ -873,7 +910,8 @@ class FuzzSession:
             self._check_honest(out, x)
         self._honest_run()
         self._drain(0)
-        self.batch = []
+        self.previous_batch, self.batch = self.batch, []
+        self.report.rss_samples.append((self.report.messages, self.measure_rss()))
 
     def finish(self) -> Report:
         """The last checks, and RSS after."""

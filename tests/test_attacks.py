@@ -340,6 +340,24 @@ def test_forged_data_does_not_fail_another_clients_run(cluster: LocalCluster,
     chain_still_right(cluster)
 
 
+def test_coordinator_forwards_no_coordinator_only_action(cluster: LocalCluster,
+                                                         rogue: Rogues) -> None:
+    """A client key may not get plan, cancel, pause, resume, load, unload or shutdown sent
+    to a worker through the coordinator: they would reroute or stop it for everyone."""
+    as_client = rogue(ROGUE_CLIENT)
+    evil_plan = {"graph": "chain", "version": 999, "worker": "w2", "nodes": [{
+        "node": "b", "function": "identity", "inputs": ["x"],
+        "routes": {"y": [{"worker": "evil", "endpoint": NOWHERE, "node": "z", "input": "x"}]}}]}
+    for action, extra in (("plan", {"graph": "chain", "args": {"plan": evil_plan}}),
+                          ("cancel", {"graph": "chain"}), ("pause", {}), ("resume", {}),
+                          ("load", {}), ("unload", {}), ("shutdown", {})):
+        msg = ControlMsg(**hdr(), dst="w2", action=action, **extra)
+        assert_refused(as_client.ask(msg), ErrorCode.UNAUTHORIZED, "action", reply_to=msg.id,
+                       what=f"CONTROL {action} forwarded to w2")
+    assert cluster.workers["w2"].poll() is None
+    chain_still_right(cluster)
+
+
 # --- 3. forged REPLY -----------------------------------------------------------------------
 
 def test_forged_reply_to_a_forwarded_request_is_dropped(cluster: LocalCluster,

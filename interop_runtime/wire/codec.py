@@ -33,6 +33,7 @@ from interop_runtime.wire.messages import (
     KINDS,
     MAX_DIM,
     MESSAGE_ADAPTER,
+    MESSAGE_MODELS,
     PROTOCOL_VERSION,
     ControlMsg,
     GraphMsg,
@@ -149,6 +150,7 @@ def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
     if kind not in KINDS:
         raise UnknownKindError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}",
                                field="kind")
+    _check_unknown_fields(raw, kind)
     try:
         # strict: a header must carry the types of protocol/schema.json, not strings
         # that merely parse as numbers, so every implementation accepts the same headers
@@ -161,6 +163,24 @@ def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
         raise error(f"{kind} header is invalid at {loc}: {first['msg'][:200]}", field=loc) from None
     _check_free_form(msg)
     return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames, max_bytes), nbytes=total)
+
+
+_FIELDS: dict[str, frozenset[str]] = {
+    kind: frozenset(model.model_fields) for kind, model in zip(KINDS, MESSAGE_MODELS, strict=True)}
+_TENSOR_FIELDS = frozenset(TensorMeta.model_fields)
+
+
+def _check_unknown_fields(raw: dict[str, Any], kind: str) -> None:
+    """Unknown fields are ignored, but they too may hold only plain values (no bin, no ext):
+    the one rule about extension types holds for the whole header."""
+    for key in raw.keys() - _FIELDS[kind]:
+        check_plain(raw[key], str(key))
+    tensors = raw.get("tensors")
+    if isinstance(tensors, list):
+        for i, meta in enumerate(tensors):
+            if isinstance(meta, dict):
+                for key in meta.keys() - _TENSOR_FIELDS:
+                    check_plain(meta[key], f"tensors.{i}.{key}")
 
 
 def _check_free_form(msg: Header) -> None:

@@ -228,3 +228,7 @@ KINDS: tuple[str, ...] = (
     "data", "control", "param", "reply", "error", "register", "heartbeat", "deregister",
     "done", "graph", "run", "query",
 )
+MESSAGE_MODELS: tuple[type[Header], ...] = (
+    DataMsg, ControlMsg, ParamMsg, ReplyMsg, ErrorMsg, RegisterMsg, HeartbeatMsg, DeregisterMsg,
+    DoneMsg, GraphMsg, RunMsg, QueryMsg,
+)  # in the order of KINDS

@@ -16,6 +16,7 @@ from interop_runtime.wire.errors import (
     BusyError,
     CoordinatorRestartedError,
     RunCancelledError,
+    UnauthorizedError,
     UnknownTargetError,
     UnsupportedError,
     WorkerLostError,
@@ -33,6 +34,10 @@ from interop_runtime.wire.messages import (
 
 # health checks and monitors: any role may ask (a worker probes itself with its own key)
 OPEN_QUERIES = frozenset({"workers", "status"})
+# what a client may have forwarded to a worker: the rest (plan, cancel, pause, resume,
+# load, unload, shutdown) changes what the worker does for everyone, so only the
+# coordinator itself sends it
+FORWARDED_ACTIONS = frozenset({"invoke", "describe", "ping", "model"})
 
 
 class Requests(StateTables):
@@ -132,6 +137,9 @@ class Requests(StateTables):
                 raise UnsupportedError("cancel at the coordinator needs a run", field="run")
             raise UnsupportedError(f"the coordinator does not do {msg.action!r}; name a worker "
                                    f"in dst", field="action")
+        if msg.action not in FORWARDED_ACTIONS:
+            raise UnauthorizedError(f"only the coordinator may send {msg.action!r} to a worker",
+                                    field="action")
         return self._forward(peer, msg, arrays, now)
 
     def _on_param(self, peer: bytes, msg: ParamMsg, arrays: dict[str, np.ndarray], now: float
