@@ -11,7 +11,7 @@ from typing import Any
 import zmq
 
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
-from interop_runtime.coordinator.state.machine import CoordinatorState, Send
+from interop_runtime.coordinator.state import CoordinatorState, Send
 from interop_runtime.coordinator.store import Store
 from interop_runtime.transport.security import Security, check_bind_allowed
 from interop_runtime.transport.sockets import bind_router, recv_frames, send_msg, sender_key

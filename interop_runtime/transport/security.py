@@ -121,7 +121,7 @@ _auth_lock = threading.Lock()
 _authenticators: dict[int, ThreadAuthenticator] = {}
 
 
-def _ensure_authenticator(ctx: zmq.Context, security: Security) -> None:
+def _ensure_authenticator(ctx: zmq.Context[zmq.Socket[bytes]], security: Security) -> None:
     """One ZAP handler per context, applying the allow-list to every CURVE server socket."""
     with _auth_lock:
         if id(ctx) in _authenticators:
@@ -133,7 +133,7 @@ def _ensure_authenticator(ctx: zmq.Context, security: Security) -> None:
         _authenticators[id(ctx)] = auth
 
 
-def secure_server(ctx: zmq.Context, sock: zmq.Socket, security: Security | None) -> None:
+def secure_server(ctx: zmq.Context[zmq.Socket[bytes]], sock: zmq.Socket[bytes], security: Security | None) -> None:
     if security is None:
         return
     _ensure_authenticator(ctx, security)
@@ -143,7 +143,7 @@ def secure_server(ctx: zmq.Context, sock: zmq.Socket, security: Security | None)
     sock.curve_server = True
 
 
-def secure_client(sock: zmq.Socket, security: Security | None, server_key: bytes | str | None
+def secure_client(sock: zmq.Socket[bytes], security: Security | None, server_key: bytes | str | None
                   ) -> None:
     if security is None:
         return

@@ -27,7 +27,7 @@ def normalize_bind(address: str) -> str:
     return address
 
 
-def configure(sock: zmq.Socket, *, max_message_bytes: int | None = None, hwm: int = 10_000) -> None:
+def configure(sock: zmq.Socket[bytes], *, max_message_bytes: int | None = None, hwm: int = 10_000) -> None:
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.SNDHWM, hwm)
     sock.setsockopt(zmq.RCVHWM, hwm)
@@ -37,9 +37,9 @@ def configure(sock: zmq.Socket, *, max_message_bytes: int | None = None, hwm: in
         sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes + (1 << 20))
 
 
-def bind_router(ctx: zmq.Context, address: str, *, max_message_bytes: int | None = None,
+def bind_router(ctx: zmq.Context[zmq.Socket[bytes]], address: str, *, max_message_bytes: int | None = None,
                 mandatory: bool = False, security: Security | None = None, hwm: int = 10_000
-                ) -> tuple[zmq.Socket, str]:
+                ) -> tuple[zmq.Socket[bytes], str]:
     sock = ctx.socket(zmq.ROUTER)
     configure(sock, max_message_bytes=max_message_bytes, hwm=hwm)
     secure_server(ctx, sock, security)
@@ -50,9 +50,9 @@ def bind_router(ctx: zmq.Context, address: str, *, max_message_bytes: int | None
     return sock, endpoint
 
 
-def connect_dealer(ctx: zmq.Context, address: str, *, identity: bytes | None = None,
+def connect_dealer(ctx: zmq.Context[zmq.Socket[bytes]], address: str, *, identity: bytes | None = None,
                    max_message_bytes: int | None = None, security: Security | None = None,
-                   server_key: bytes | str | None = None) -> zmq.Socket:
+                   server_key: bytes | str | None = None) -> zmq.Socket[bytes]:
     sock = ctx.socket(zmq.DEALER)
     configure(sock, max_message_bytes=max_message_bytes)
     secure_client(sock, security, server_key if server_key is not None else
@@ -63,13 +63,13 @@ def connect_dealer(ctx: zmq.Context, address: str, *, identity: bytes | None = N
     return sock
 
 
-def send_frames(sock: zmq.Socket, frames: Sequence[Frame], *, peer: bytes | None = None,
+def send_frames(sock: zmq.Socket[bytes], frames: Sequence[Frame], *, peer: bytes | None = None,
                 flags: int = 0) -> None:
     parts = [peer, *frames] if peer is not None else list(frames)
     sock.send_multipart(parts, copy=False, flags=flags)
 
 
-def send_msg(sock: zmq.Socket, msg: Header, arrays: Any = None, *, peer: bytes | None = None,
+def send_msg(sock: zmq.Socket[bytes], msg: Header, arrays: Any = None, *, peer: bytes | None = None,
              flags: int = 0, layouts: Any = None) -> None:
     send_frames(sock, encode(msg, arrays, layouts=layouts), peer=peer, flags=flags)
 
@@ -86,13 +86,13 @@ def sender_key(frames: Sequence[Any]) -> str | None:
     return key if isinstance(key, str) and key else None
 
 
-def recv_frames(sock: zmq.Socket, *, router: bool) -> tuple[bytes | None, list[zmq.Frame]]:
+def recv_frames(sock: zmq.Socket[bytes], *, router: bool) -> tuple[bytes | None, list[zmq.Frame]]:
     parts = sock.recv_multipart(copy=False)
     if router:
         return parts[0].bytes, parts[1:]
     return None, parts
 
 
-def recv_envelope(sock: zmq.Socket, *, router: bool, max_bytes: int) -> tuple[bytes | None, Envelope]:
+def recv_envelope(sock: zmq.Socket[bytes], *, router: bool, max_bytes: int) -> tuple[bytes | None, Envelope]:
     peer, frames = recv_frames(sock, router=router)
     return peer, decode(frames, max_bytes=max_bytes)

@@ -17,7 +17,7 @@ from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg, HeartbeatM
 class Heartbeat(threading.Thread):
     """Sends HEARTBEAT on its own socket; flags when the coordinator no longer knows us."""
 
-    def __init__(self, ctx: zmq.Context, coordinator: str, name: str, interval: float,
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], coordinator: str, name: str, interval: float,
                  security: Security | None) -> None:
         super().__init__(name="interop-heartbeat", daemon=True)
         self.ctx, self.coordinator, self.worker, self.interval = ctx, coordinator, name, interval

@@ -99,7 +99,7 @@ class WorkerHost:
                              f"--advertise tcp://<this host's address>:<port>")
         self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes,
                                     security=security)
-        self.peers: dict[str, zmq.Socket] = {}
+        self.peers: dict[str, zmq.Socket[bytes]] = {}
         self.peer_keys: dict[str, str | None] = {}  # endpoint -> CURVE key, from plans
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
@@ -199,7 +199,7 @@ class WorkerHost:
             self.register()
         self.state.expire(time.monotonic())
 
-    def _on_frames(self, sock: zmq.Socket, peer: bytes | None, frames: list[Any]) -> None:
+    def _on_frames(self, sock: zmq.Socket[bytes], peer: bytes | None, frames: list[Any]) -> None:
         try:
             env = decode(frames, max_bytes=self.max_bytes)
         except InteropError as exc:
@@ -213,13 +213,13 @@ class WorkerHost:
         elif isinstance(env.msg, ErrorMsg):  # a peer rejected DATA we sent
             log.warning("peer error: %s", env.msg.message)
 
-    def _reply(self, sock: zmq.Socket, peer: bytes | None, msg: Any, arrays: Any = None) -> None:
+    def _reply(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: Any, arrays: Any = None) -> None:
         try:
             send_msg(sock, msg, arrays, peer=peer, flags=zmq.NOBLOCK)
         except zmq.ZMQError as exc:
             log.warning("could not reply: %s", exc)
 
-    def _handle(self, origin: tuple[zmq.Socket, bytes | None] | None, env: Envelope, *,
+    def _handle(self, origin: tuple[zmq.Socket[bytes], bytes | None] | None, env: Envelope, *,
                 from_coordinator: bool, key: str | None = None) -> None:
         msg = env.msg
         sock, peer = origin if origin else (self.coord, None)
@@ -357,7 +357,7 @@ class WorkerHost:
                                      run=run, node=node, ok=False, code=exc.code.value,
                                      message=exc.message))
 
-    def _peer(self, endpoint: str) -> zmq.Socket:
+    def _peer(self, endpoint: str) -> zmq.Socket[bytes]:
         sock = self.peers.get(endpoint)
         if sock is None:
             sock = self.peers[endpoint] = connect_dealer(
@@ -368,12 +368,12 @@ class WorkerHost:
 
     # --- CONTROL and PARAM ---------------------------------------------------------------------
 
-    def _ok(self, sock: zmq.Socket, peer: bytes | None, msg: Any, body: dict[str, Any] | None = None,
+    def _ok(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: Any, body: dict[str, Any] | None = None,
             arrays: Any = None) -> None:
         self._reply(sock, peer, ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name,
                                          reply_to=msg.id, body=body or {}), arrays)
 
-    def _on_control(self, sock: zmq.Socket, peer: bytes | None, msg: ControlMsg,
+    def _on_control(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: ControlMsg,
                     arrays: dict[str, np.ndarray]) -> None:
         action = msg.action
         if action == "invoke":
@@ -436,7 +436,7 @@ class WorkerHost:
             self._ok(sock, peer, msg, {"stopping": True})
             self.stop()
 
-    def _on_param(self, sock: zmq.Socket, peer: bytes | None, msg: ParamMsg,
+    def _on_param(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: ParamMsg,
                   arrays: dict[str, np.ndarray]) -> None:
         if msg.op == "list":
             params = self.plugin.get_params(None)

@@ -35,10 +35,13 @@ from interop_runtime.worker.plugin import WorkerPlugin, import_callable
 SIGNATURE_ATTR = "__interop_signature__"
 
 
+Fn = Callable[..., Any]
+
+
 def numpy_function(inputs: Sequence[TensorSpec | dict[str, Any]],
-                   outputs: Sequence[TensorSpec | dict[str, Any]]) -> Callable[[Callable], Callable]:
+                   outputs: Sequence[TensorSpec | dict[str, Any]]) -> Callable[[Fn], Fn]:
     """Declare a callable's tensor signature for the NumPy plugin."""
-    def wrap(fn: Callable) -> Callable:
+    def wrap(fn: Fn) -> Fn:
         setattr(fn, SIGNATURE_ATTR, ([TensorSpec.model_validate(i) for i in inputs],
                                      [TensorSpec.model_validate(o) for o in outputs]))
         return fn
