@@ -21,6 +21,7 @@ from interop_runtime.cli.common import (
     security_from_files,
     setup_logging,
 )
+from interop_runtime.wire.errors import InteropError
 
 coordinator_app = typer.Typer(help="The coordinator daemon.", no_args_is_help=True)
 worker_app = typer.Typer(help="Worker processes.", no_args_is_help=True)
@@ -117,7 +118,11 @@ def worker_start(
     except ValueError as exc:
         console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    host.serve_forever()
+    try:
+        host.serve_forever()
+    except (InteropError, TimeoutError) as exc:  # refused or no coordinator: one line
+        console.print(f"[red]worker stopped:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

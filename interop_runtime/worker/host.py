@@ -138,6 +138,7 @@ class WorkerHost:
                 if isinstance(env.msg, ErrorMsg) and env.msg.reply_to == msg.id:
                     if env.msg.code == ErrorCode.BUSY:  # our old record is still alive
                         log.info("registration deferred: %s", env.msg.message)
+                        time.sleep(0.5)  # it is lost within two heartbeats: ask again soon
                         break
                     raise InteropError(f"coordinator refused registration: {env.msg.message}")
                 self._handle(None, env, from_coordinator=True)
@@ -159,7 +160,14 @@ class WorkerHost:
         signal.signal(signal.SIGTERM, lambda *_: self.stop())
         try:
             while self.running:
-                self.poll_once(200)
+                try:
+                    self.poll_once(200)
+                except (zmq.ContextTerminated, KeyboardInterrupt):
+                    raise
+                except InteropError:
+                    raise  # the coordinator refused us: nothing to serve
+                except Exception:  # the loop outlives any one bug
+                    log.exception("internal error in the worker loop; carrying on")
         finally:
             self.close()
 
