@@ -115,7 +115,7 @@ class Coordinator:
                 send_msg(self.sock, s.msg, s.arrays, peer=s.peer, flags=zmq.NOBLOCK)
             except zmq.ZMQError as exc:  # peer gone (ROUTER_MANDATORY) or its queue is full
                 log.warning("could not deliver %s to %s: %s", s.msg.kind, s.peer.hex(), exc)
-                self._carry_out(self.state.undeliverable(s))
+                self._carry_out(self.state.undeliverable(s, gone=exc.errno == zmq.EHOSTUNREACH))
             except Exception:
                 log.exception("could not encode %s for %s", s.msg.kind, s.peer.hex())
 

@@ -3,6 +3,7 @@ calls in another; ``CoordinatorState`` (machine.py) fills them in."""
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +47,7 @@ class StateTables:
     wire_runs: dict[str, str]  # retry attempt id -> run id
     runs_by_worker: dict[str, set[str]]
     ops: dict[str, PendingOp]  # id of the message we sent -> op
+    recent: deque[dict[str, Any]]
     finished_ok: int
     finished_failed: int
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state.admission import Admission
@@ -51,6 +51,8 @@ from interop_runtime.wire.payloads import GraphSpec
 
 log = logging.getLogger("interop.coordinator")
 
+RECENT_RUNS = 200  # finished non-detached runs kept in memory for QUERY runs
+
 
 class CoordinatorState(Registry, Runs, Requests):
     def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
@@ -80,6 +82,7 @@ class CoordinatorState(Registry, Runs, Requests):
         self.runs_by_worker = defaultdict(set)
         self.ops = {}  # id of the message we sent -> op
         self.finished_ok = 0
+        self.recent = deque(maxlen=RECENT_RUNS)  # finished runs that were not detached
         self.finished_failed = 0
         self.store.mark_interrupted()
         for name, version, spec in self.store.load_graphs():
@@ -145,17 +148,25 @@ class CoordinatorState(Registry, Runs, Requests):
                 op.client_msg)))
         return out
 
-    def undeliverable(self, send: Send) -> list[Send]:
-        """A message could not be queued. A run's final reply: keep the result to collect.
-        A run's inputs for a worker whose queue is full: fail the run (never a silent drop)."""
+    def undeliverable(self, send: Send, *, gone: bool = False) -> list[Send]:
+        """A message could not be queued: its peer is ``gone`` (disconnected), or its queue
+        is full. A run's final reply: keep the result to collect. A run's inputs: fail the
+        run, with ``worker_lost`` or ``busy`` (never a silent drop)."""
         if send.run and isinstance(send.msg, ReplyMsg):
+            # the client left: its result waits for QUERY result, by its key only
+            self.store.run_started(send.run, send.graph, time.time(), owner=send.owner)
+            self.store.run_finished(send.run, "done")
             self.store.save_result(send.run, send.arrays or {})
         elif isinstance(send.msg, DataMsg):
             rec = self.runs.get(self.wire_runs.get(send.msg.run, send.msg.run))
             if rec is not None:
-                return self._fail_run(rec, BusyError(
-                    f"worker {send.msg.dst!r} is not keeping up (its queue is full); run "
-                    f"{rec.run} was not started", worker=send.msg.dst, node=send.msg.node))
+                worker, node = send.msg.dst, send.msg.node
+                exc: InteropError = WorkerLostError(
+                    f"worker {worker!r} is gone (its connection closed); run {rec.run} was not "
+                    f"started", worker=worker, node=node) if gone else BusyError(
+                    f"worker {worker!r} is not keeping up (its queue is full); run {rec.run} "
+                    f"was not started", worker=worker, node=node)
+                return self._fail_run(rec, exc)
         return []
 
     _HANDLERS: dict[type, Handler] = {

@@ -23,6 +23,8 @@ class Send:
     msg: Header
     arrays: dict[str, np.ndarray] | None = None
     run: str | None = None  # set on a run's final reply: if undeliverable, keep the result
+    owner: str | None = None  # ... for the client key that started it
+    graph: str = ""
 
 
 @dataclass

@@ -55,7 +55,8 @@ class Requests(StateTables):
             body = {**self._fitted("active", [{"run": r.run, "graph": r.graph,
                                                "outstanding": r.outstanding}
                                               for r in self.runs.values()]),
-                    "recent": self.store.runs(50)}
+                    "recent": sorted([*self.recent, *self.store.runs(50)],
+                                     key=lambda r: r["started"], reverse=True)[:50]}
         elif msg.what == "status":
             body = {"workers_alive": sum(w.alive for w in self.workers.values()),
                     "workers_dead": sum(not w.alive for w in self.workers.values()),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from typing import Any
 
 import numpy as np
 
@@ -89,9 +90,11 @@ class Runs(StateTables):
         self.admission.admit(peer, nbytes)
         self.metrics.runs_active.inc()
         self.metrics.bytes.labels("client_to_workers").inc(nbytes)
-        # a detached run's record must survive a crash before its client hears "running"
-        self.store.run_started(msg.run, msg.graph, time.time(), owner=self.caller_key,
-                               urgent=msg.detach)
+        if msg.detach:  # its record must survive a crash before its client hears "running"
+            self.store.run_started(msg.run, msg.graph, time.time(), owner=self.caller_key,
+                                   urgent=True)
+        # a run whose client waits for its reply touches no SQLite on its way: after a crash,
+        # the client's epoch check ends it (coordinator_restarted)
         out = self._dispatch(rec, compiled, arrays)
         if msg.detach:
             out.append(Send(peer, reply(msg, {"run": msg.run, "state": "running",
@@ -191,22 +194,34 @@ class Runs(StateTables):
             sum(a.nbytes for a in rec.outputs.values()))
         body = {"run": rec.run, "graph": rec.graph, "elapsed_us": int((now - rec.started) * 1e6),
                 "timings": rec.timings}
-        self.store.run_finished(rec.run, "done", timings=rec.timings)
         if rec.detach:
+            self.store.run_finished(rec.run, "done", timings=rec.timings)
             self.store.save_result(rec.run, rec.outputs)
             return []
+        self._remember(rec, "done")
         reply = ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=rec.client_msg,
                          body=body)
-        return [Send(rec.client, reply, rec.outputs, run=rec.run)]
+        return [Send(rec.client, reply, rec.outputs, run=rec.run, owner=rec.owner,
+                     graph=rec.graph)]
+
+    def _remember(self, rec: RunRecord, state: str, error: dict[str, Any] | None = None
+                  ) -> None:
+        """A finished run that was not detached: in memory only, for QUERY runs."""
+        self.recent.append({"run": rec.run, "graph": rec.graph, "state": state,
+                            "started": time.time() - (time.monotonic() - rec.started),
+                            "finished": time.time(), "error": error})
 
     def _fail_run(self, rec: RunRecord, exc: InteropError) -> list[Send]:
         self._forget_run(rec)
         self.finished_failed += 1
         self.metrics.runs.labels(rec.graph, exc.code.value).inc()
         log.warning("run %s failed: %s", rec.run, exc)
-        self.store.run_finished(rec.run, "failed" if not isinstance(exc, RunCancelledError)
-                                else "cancelled", error={"code": exc.code.value,
-                                                         "message": exc.message, **exc.details()})
+        state = "cancelled" if isinstance(exc, RunCancelledError) else "failed"
+        error = {"code": exc.code.value, "message": exc.message, **exc.details()}
+        if rec.detach:
+            self.store.run_finished(rec.run, state, error=error)
+        else:
+            self._remember(rec, state, error)
         out = [Send(rec.client, error_reply(exc, rec.client_msg, rec.run))] if not rec.detach else []
         return out + self._cancel_on_workers(rec)
 
