@@ -23,6 +23,7 @@ import zmq
 
 from interop_runtime.client.epochs import EpochWatch
 from interop_runtime.client.results import Params, RunResult
+from interop_runtime.client.sync import SyncChannel
 from interop_runtime.graph.builder import Graph
 from interop_runtime.transport.security import Security
 from interop_runtime.transport.sockets import connect_dealer
@@ -75,6 +76,8 @@ class Client:
         self._closed = False
         self._registered: dict[str, str] = {}  # graph name -> spec json, to skip re-registering
         self._epochs = EpochWatch()
+        self._sync = SyncChannel(self.ctx, address, security=security,
+                                 max_message_bytes=max_message_bytes)
         self._detached: dict[str, str] = {}  # detached run -> the epoch it started under
         self._thread = threading.Thread(target=self._io_loop, name="interop-client", daemon=True)
         self._thread.start()
@@ -181,12 +184,29 @@ class Client:
 
     def request(self, msg: Header, arrays: Mapping[str, Any] | None = None,
                 timeout_s: float | None = None) -> Envelope:
+        """Send and wait in this thread (no hand-off to the I/O thread when it is free)."""
+        if self._closed:
+            raise InteropError("client is closed")
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        env = self._sync_request(msg, arrays, timeout)
+        if env is not None:
+            return env
         return self.wait(self.request_async(msg, arrays), timeout_s)
+
+    def _sync_request(self, msg: Header, arrays: Mapping[str, Any] | None, timeout_s: float
+                      ) -> Envelope | None:
+        """On the caller's own channel, unless asynchronous requests are outstanding: then
+        this one must queue behind them (a cancel must not overtake the run it cancels)."""
+        with self._lock:
+            if self._futures:
+                return None
+        return self._sync.request(msg, arrays, timeout_s, epoch=self._epochs.epoch)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
+        self._sync.close()
         with self._push_lock:
             self._push.send(b"")
             self._thread.join(timeout=5)
@@ -272,9 +292,18 @@ class Client:
 
     def run(self, graph: str | Graph | GraphSpec | Mapping[str, Any], inputs: Mapping[str, Any],
             *, timeout_s: float | None = None) -> RunResult:
-        """Run a graph once and return its outputs."""
+        """Run a graph once and return its outputs (sent and awaited in this thread)."""
         timeout = timeout_s if timeout_s is not None else self.timeout_s
-        return self.wait(self.submit(graph, inputs, timeout_s=timeout), timeout + 1.0, "run result")
+        name = self._graph_name(graph)
+        if self._epochs.epoch is None:
+            self._learn_epoch()
+        msg = RunMsg(**self._hdr(), graph=name, run=new_id(), timeout_s=timeout)
+        arrays = {k: np.asarray(v) if not hasattr(v, "dtype") else v for k, v in inputs.items()}
+        env = self._sync_request(msg, arrays, timeout + 1.0)
+        if env is None:  # the channel is busy, or requests are queued: the I/O thread
+            return self.wait(self.submit(graph, inputs, timeout_s=timeout), timeout + 1.0,
+                             "run result")
+        return RunResult(env.arrays, env.msg.body)
 
     async def run_async(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
                         inputs: Mapping[str, Any], *, timeout_s: float | None = None) -> RunResult:
