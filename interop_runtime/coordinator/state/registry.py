@@ -139,7 +139,7 @@ class Registry(StateTables):
         self.authority.require_client(self.caller_key, f"GRAPH {msg.op}")
         if msg.op == "drop":
             name = msg.graph or msg.spec.get("name")
-            if not name or name not in self.graph_specs:
+            if not isinstance(name, str) or name not in self.graph_specs:
                 raise UnknownTargetError(f"no graph named {name!r}", field="graph")
             compiled = self.graphs.pop(name, None)
             self.graph_specs.pop(name)
