@@ -37,17 +37,13 @@ from interop_runtime.wire.codec import (
     is_error_message,
     new_id,
 )
-from interop_runtime.wire.dtypes import wire_dtype
 from interop_runtime.wire.errors import (
-    DTypeMismatchError,
     ErrorCode,
     FunctionFailedError,
     InteropError,
-    ShapeMismatchError,
     UnauthorizedError,
     UnknownFunctionError,
     UnknownKindError,
-    UnknownTargetError,
     UnsupportedError,
 )
 from interop_runtime.wire.messages import (
@@ -62,7 +58,9 @@ from interop_runtime.wire.messages import (
     ReplyMsg,
 )
 from interop_runtime.wire.payloads import WorkerPlan
+from interop_runtime.worker.authority import check_inbox, param_request
 from interop_runtime.worker.heartbeat import Heartbeat
+from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.plugin import WorkerPlugin
 from interop_runtime.worker.replies import error_msg, internal_error, to_host_array
 from interop_runtime.worker.state import Ready, WorkerState
@@ -70,10 +68,6 @@ from interop_runtime.worker.state import Ready, WorkerState
 log = logging.getLogger("interop.worker")
 
 DEFAULT_HEARTBEAT_S = 1.0
-# what a client may ask on a worker's inbox; everything else (plans, load/unload, shutdown,
-# pause, cancel, PARAM set) comes only from the coordinator, on the worker's own connection
-INBOX_ACTIONS = frozenset({"invoke", "describe", "ping", "model"})
-INBOX_PARAM_OPS = frozenset({"list", "get"})
 
 
 class WorkerHost:
@@ -99,11 +93,10 @@ class WorkerHost:
                              f"--advertise tcp://<this host's address>:<port>")
         self.coord = connect_dealer(self.ctx, coordinator, max_message_bytes=max_message_bytes,
                                     security=security)
-        self.peers: dict[str, zmq.Socket[bytes]] = {}
-        self.peer_keys: dict[str, str | None] = {}  # endpoint -> CURVE key, from plans
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
         self.poller.register(self.coord, zmq.POLLIN)
+        self.peers = PeerSockets(self.ctx, security, max_message_bytes, self.poller)
         self.state = WorkerState()
         self.functions = {f.name: f for f in plugin.describe()}
         self.param_version = 0
@@ -182,7 +175,8 @@ class WorkerHost:
             pass
         self.heartbeat.stop_event.set()
         self.heartbeat.join(timeout=2 * self.heartbeat_s + 1)
-        for sock in [self.inbox, self.coord, *self.peers.values()]:
+        self.peers.close()
+        for sock in [self.inbox, self.coord]:
             sock.close(0)
         self.plugin.close()
 
@@ -233,7 +227,7 @@ class WorkerHost:
         sock, peer = origin if origin else (self.coord, None)
         try:
             if not from_coordinator:
-                self._check_inbox(msg, env.arrays, key)
+                check_inbox(self.security, self.state, msg, env.arrays, key)
             if isinstance(msg, DataMsg):
                 self._on_data(msg, env.arrays)
             elif isinstance(msg, ControlMsg):
@@ -255,37 +249,6 @@ class WorkerHost:
                 self._report_failure(msg.graph, msg.run, msg.node, err)
             self._reply(sock, peer, error_msg(err, src=self.name, reply_to=msg.id,
                                               run=getattr(msg, "run", None)))
-
-    def _check_inbox(self, msg: Any, arrays: dict[str, np.ndarray], key: str | None) -> None:
-        """What the inbox takes, and from whom (protocol/SPEC.md section 13): DATA from the
-        producers the plan names for each input; a client's invoke, describe, ping, model
-        and PARAM list/get. Without CURVE there are no keys to check: every local process is
-        trusted, and only the kinds are restricted."""
-        role = self.security.role_of(key) if self.security else None
-        roles_known = self.security is not None and self.security.roles is not None
-        if isinstance(msg, DataMsg):
-            if self.security is None:
-                return
-            plan = self.state.plan_node(msg.graph, msg.node)
-            if not arrays:
-                raise UnauthorizedError("only the coordinator triggers a node without inputs",
-                                        node=msg.node)
-            for name in arrays:
-                if not any(f.public_key == key for f in plan.feeders.get(name, ())):
-                    raise UnauthorizedError(f"this key does not feed input {msg.node}.{name} "
-                                            f"in the installed plan", node=msg.node, field=name)
-        elif isinstance(msg, ControlMsg):
-            if msg.action not in INBOX_ACTIONS:
-                raise UnauthorizedError(f"only the coordinator may ask for {msg.action!r}",
-                                        field="action")
-            if roles_known and (role is None or role.kind != "client"):
-                raise UnauthorizedError(f"CONTROL {msg.action} on an inbox is for clients",
-                                        field="action")
-        elif isinstance(msg, ParamMsg):
-            if msg.op not in INBOX_PARAM_OPS:
-                raise UnauthorizedError(f"only the coordinator may PARAM {msg.op}", field="op")
-            if roles_known and (role is None or role.kind != "client"):
-                raise UnauthorizedError(f"PARAM {msg.op} on an inbox is for clients", field="op")
 
     # --- DATA: the run path ------------------------------------------------------------------
 
@@ -323,7 +286,7 @@ class WorkerHost:
                 local.append((graph, run, node, tensors))
                 continue
             bytes_out += sum(a.nbytes for a in tensors.values())
-            send_msg(self._peer(endpoint), DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name,
+            send_msg(self.peers.get(endpoint), DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name,
                                                    graph=graph, run=run, node=node), tensors)
         results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
         send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
@@ -365,15 +328,6 @@ class WorkerHost:
                                      run=run, node=node, ok=False, code=exc.code.value,
                                      message=exc.message))
 
-    def _peer(self, endpoint: str) -> zmq.Socket[bytes]:
-        sock = self.peers.get(endpoint)
-        if sock is None:
-            sock = self.peers[endpoint] = connect_dealer(
-                self.ctx, endpoint, max_message_bytes=self.max_bytes, security=self.security,
-                server_key=self.peer_keys.get(endpoint))
-            self.poller.register(sock, zmq.POLLIN)
-        return sock
-
     # --- CONTROL and PARAM ---------------------------------------------------------------------
 
     def _ok(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: Any, body: dict[str, Any] | None = None,
@@ -394,12 +348,7 @@ class WorkerHost:
         elif action == "plan":
             plan = WorkerPlan.model_validate(msg.args.get("plan", {}))
             self.state.install(plan)
-            for plan_node in plan.nodes:
-                for routes in plan_node.routes.values():
-                    for route in routes:
-                        if self.peer_keys.get(route.endpoint, route.public_key) != route.public_key:
-                            self.peers.pop(route.endpoint).close(0)  # the peer's key changed
-                        self.peer_keys[route.endpoint] = route.public_key
+            self.peers.learn(plan)
             self._ok(sock, peer, msg, {"graph": plan.graph, "version": plan.version})
         elif action == "cancel":
             if msg.run:
@@ -446,34 +395,6 @@ class WorkerHost:
 
     def _on_param(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: ParamMsg,
                   arrays: dict[str, np.ndarray]) -> None:
-        if msg.op == "list":
-            params = self.plugin.get_params(None)
-            self._ok(sock, peer, msg, {"version": self.param_version, "params": {
-                n: {"dtype": wire_dtype(a.dtype), "shape": list(a.shape)}
-                for n, a in params.items()}})
-        elif msg.op == "get":
-            params = self.plugin.get_params(msg.names)
-            self._ok(sock, peer, msg, {"version": self.param_version},
-                     {n: to_host_array(a) for n, a in params.items()})
-        elif msg.op == "set":
-            if msg.version is not None and msg.version != self.param_version:
-                raise UnsupportedError(f"parameters are at version {self.param_version}, the write "
-                                       f"expected {msg.version}", field="version")
-            self._check_param_write(arrays)
-            self.plugin.set_params(arrays)
-            self.param_version += 1
-            self._ok(sock, peer, msg, {"version": self.param_version, "names": list(arrays)})
-
-    def _check_param_write(self, arrays: dict[str, np.ndarray]) -> None:
-        """A write may only replace existing parameters with the same dtype and shape."""
-        current = self.plugin.get_params(list(arrays)) if arrays else {}
-        for name, new in arrays.items():
-            if name not in current:
-                raise UnknownTargetError(f"the model has no parameter {name!r}", field=name)
-            old = to_host_array(current[name])
-            if wire_dtype(old.dtype) != wire_dtype(new.dtype):
-                raise DTypeMismatchError(f"parameter {name!r} is {wire_dtype(old.dtype)}, the "
-                                         f"write is {wire_dtype(new.dtype)}", field=name)
-            if tuple(old.shape) != tuple(new.shape):
-                raise ShapeMismatchError(f"parameter {name!r} has shape {tuple(old.shape)}, the "
-                                         f"write has {tuple(new.shape)}", field=name)
+        body, out, self.param_version = param_request(self.plugin, self.param_version, msg,
+                                                      arrays)
+        self._ok(sock, peer, msg, body, out)
