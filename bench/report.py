@@ -163,6 +163,17 @@ def render(rep: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for line in ratios.pop("_lines"):
         out.append(f"- {line}")
 
+    goals = _goals(rep)
+    if goals:
+        derived["goals"] = goals
+        out.append("\n### Data-plane goals (issue 10), measured in this run\n")
+        out.append("| goal | ours | reference | ratio | target | result |")
+        out.append("|---|---:|---:|---:|---|---|")
+        for g in goals:
+            out.append(f"| {g['goal']} | {fmt(g['ours'])} | {fmt(g['reference'])} | "
+                       f"{_x(g['ratio'])} | {g['target']} | "
+                       f"{'**pass**' if g['passed'] else 'fail'} |")
+
     out.append("\n### Where a small run's time goes (ours, chain, 1 KiB)\n")
     for line in _breakdown(rep, derived):
         out.append(f"- {line}")
@@ -272,6 +283,44 @@ def _ratios(rep: dict[str, Any]) -> dict[str, Any]:
     lines += _secure_cost(rep, r)
     r["_lines"] = lines
     return r
+
+
+def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
+    """The goals that this run's sections can judge, each as ours / reference with the
+    target ratio, in the default secure mode where it differs ("curve") and plain tcp."""
+    goals: list[dict[str, Any]] = []
+
+    def add(goal: str, ours: float | None, ref: float | None, target: str, ok: bool) -> None:
+        if ours is not None and ref:
+            goals.append({"goal": goal, "ours": ours, "reference": ref, "ratio": ours / ref,
+                          "target": target, "passed": ok})
+
+    cg1 = _get(rep, "ray-cgraph", "chain_1k")
+    cg64 = _get(rep, "ray-cgraph", "chain_64m")
+    raw = _get(rep, "zmq", "tcp.rt_hdr_1k")
+    raw64 = _get(rep, "zmq", "tcp.oneway_64m")
+    for t in ("tcp", "curve"):
+        chain = _get(rep, "runtime", f"{t}.lat_chain_1k")
+        big = _get(rep, "runtime", f"{t}.tput_chain_64m")
+        if chain and cg1:
+            for stat in ("median_us", "p99_us"):
+                add(f"1. 1 KiB chain ({t}) vs Ray Compiled Graph, {stat.split('_')[0]} (us)",
+                    chain[stat], cg1[stat], "<= 1x", chain[stat] <= cg1[stat])
+        if chain and raw:
+            add(f"1. stretch: 1 KiB chain ({t}) vs two raw zmq round trips (us)",
+                chain["median_us"], 2 * raw["median_us"], "<= 1.3x",
+                chain["median_us"] <= 1.3 * 2 * raw["median_us"])
+        if big and cg64:
+            add(f"2. 64 MiB chain ({t}) vs Ray Compiled Graph (ms)", big["median_ms"],
+                cg64["median_ms"], "<= 1x", big["median_ms"] <= cg64["median_ms"])
+        if big:
+            add(f"2. 64 MiB chain ({t}), GB/s per hop vs 8 GB/s", big["gbps_per_hop"], 8.0,
+                ">= 1x", big["gbps_per_hop"] >= 8.0)
+    one = _get(rep, "runtime", "tcp.tput_one_64m")
+    if one and raw64:
+        add("3. 64 MiB hop over tcp vs raw zmq one way (GB/s per hop)", one["gbps_per_hop"],
+            raw64["gbps_e2e"], ">= 0.9x", one["gbps_per_hop"] >= 0.9 * raw64["gbps_e2e"])
+    return goals
 
 
 def _secure_cost(rep: dict[str, Any], r: dict[str, Any]) -> list[str]:
