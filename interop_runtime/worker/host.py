@@ -21,7 +21,6 @@ from typing import Any
 import numpy as np
 import zmq
 
-from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security, is_wildcard
 from interop_runtime.transport.sockets import (
     bind_router,
@@ -38,8 +37,8 @@ from interop_runtime.wire.codec import (
     new_id,
 )
 from interop_runtime.wire.errors import (
+    BusyError,
     ErrorCode,
-    FunctionFailedError,
     InteropError,
     UnauthorizedError,
     UnknownFunctionError,
@@ -59,10 +58,11 @@ from interop_runtime.wire.messages import (
 )
 from interop_runtime.wire.payloads import WorkerPlan
 from interop_runtime.worker.authority import check_inbox, param_request
+from interop_runtime.worker.calls import call_function
 from interop_runtime.worker.heartbeat import Heartbeat
 from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.plugin import WorkerPlugin
-from interop_runtime.worker.replies import error_msg, internal_error, to_host_array
+from interop_runtime.worker.replies import error_msg, internal_error
 from interop_runtime.worker.state import Ready, WorkerState
 
 log = logging.getLogger("interop.worker")
@@ -155,10 +155,8 @@ class WorkerHost:
             while self.running:
                 try:
                     self.poll_once(200)
-                except (zmq.ContextTerminated, KeyboardInterrupt):
-                    raise
-                except InteropError:
-                    raise  # the coordinator refused us: nothing to serve
+                except (zmq.ContextTerminated, KeyboardInterrupt, InteropError):
+                    raise  # shutting down, or the coordinator refused us
                 except Exception:  # the loop outlives any one bug
                     log.exception("internal error in the worker loop; carrying on")
         finally:
@@ -286,8 +284,15 @@ class WorkerHost:
                 local.append((graph, run, node, tensors))
                 continue
             bytes_out += sum(a.nbytes for a in tensors.values())
-            send_msg(self.peers.get(endpoint), DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name,
-                                                   graph=graph, run=run, node=node), tensors)
+            try:  # never block on a stalled peer: its queue full fails this run, not the worker
+                send_msg(self.peers.get(endpoint), DataMsg(v=PROTOCOL_VERSION, id=new_id(),
+                                                           src=self.name, graph=graph, run=run,
+                                                           node=node), tensors, flags=zmq.NOBLOCK)
+            except zmq.Again:
+                self._report_failure(graph, run, plan.node, BusyError(
+                    f"the inbox at {endpoint} is not keeping up (its queue is full)",
+                    node=node))
+                return local
         results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
         send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
                                      run=run, node=plan.node, compute_us=compute_us,
@@ -296,31 +301,10 @@ class WorkerHost:
 
     def _call(self, function: str, inputs: Mapping[str, np.ndarray], args: Mapping[str, Any], *,
               node: str | None = None) -> dict[str, np.ndarray]:
-        spec = self.functions.get(function)
-        if spec is None:
-            raise UnknownFunctionError(f"worker {self.name!r} has no function {function!r} "
-                                       f"(it offers: {', '.join(self.functions) or 'none'})",
-                                       field="function", node=node, worker=self.name)
-        for s in spec.inputs:
-            if s.name not in inputs:
-                raise FunctionFailedError(f"{function}: missing input {s.name!r}", field=s.name,
-                                          node=node, worker=self.name)
-            check_array(s, inputs[s.name], where=f"{function} input {s.name!r}", node=node)
-        try:
-            raw = self.plugin.call(function, inputs, args)
-        except InteropError:
-            raise
-        except Exception as exc:  # the plugin's own failure, reported not raised
-            log.exception("function %s failed", function)
-            raise FunctionFailedError(f"{function} raised {type(exc).__name__}: {exc}",
-                                      node=node, worker=self.name) from exc
+        outputs = call_function(self.plugin, self.functions, function, inputs, args,
+                                node=node, worker=self.name)
         if self.plugin.mutates_params(function):
             self.param_version += 1
-        outputs = {k: to_host_array(v) for k, v in raw.items()}
-        missing = [s.name for s in spec.outputs if s.name not in outputs]
-        if missing:
-            raise FunctionFailedError(f"{function} did not return output(s) {', '.join(missing)}",
-                                      node=node, worker=self.name)
         return outputs
 
     def _report_failure(self, graph: str, run: str, node: str, exc: InteropError) -> None:
