@@ -24,7 +24,7 @@ from .report import render
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECTIONS = ["memcpy", "zmq", "zmq-malloc", "zmq-thp", "runtime", "runtime-malloc",
-                    "runtime-thp", "overhead", "ray-core", "ray-cgraph"]
+                    "runtime-thp", "overhead", "ray-core", "ray-cgraph", "idle"]
 NOISY = 0.2  # other processes' share of the CPUs above which a section's figures are skewed
 ALL_SECTIONS = [*DEFAULT_SECTIONS, "profile"]  # profile: opt-in (cProfile of the daemons)
 # glibc: keep freed memory instead of returning 64 MiB blocks to the kernel (no mmap for big
@@ -113,6 +113,8 @@ def section_plan(name: str, a: argparse.Namespace, out: Path
                  "--micro-n", "500" if a.quick else "2000"], t, {})
     if name == "profile":
         return ([*py, "bench.profile_runtime", *o, *lat], 60 + n_lat * 0.02, {})
+    if name == "idle":  # idle memory and start-up, ours beside Ray's
+        return [*py, "bench.idle_bench", *o], 180, {}
     part = name.split("-")[1]
     ray_lat = ["--iters", str(a.ray_iters), "--warmup", str(min(a.warmup, a.ray_iters)),
                "--small-bytes", str(a.small_bytes)]

@@ -281,6 +281,14 @@ def _ratios(rep: dict[str, Any]) -> dict[str, Any]:
                              f"instead of {fmt(big['median_ms'])} ms (speed-up **{_x(x)}**): "
                              f"{why}")
     lines += _secure_cost(rep, r)
+    ours, ray = _get(rep, "idle", "ours"), _get(rep, "idle", "ray")
+    if ours:
+        lines.append(f"idle: our coordinator {fmt(ours['coordinator_mib'])} MiB, a NumPy worker "
+                     f"{fmt(ours['worker_mib'])} MiB, coordinator + 3 workers "
+                     f"{fmt(ours['cluster_mib'])} MiB, started in {fmt(ours['start_s'], 2)} s"
+                     + (f"; Ray with 3 idle actors {fmt(ray['cluster_mib'])} MiB over "
+                        f"{ray['processes']} processes, started in {fmt(ray['start_s'], 2)} s"
+                        if ray else ""))
     r["_lines"] = lines
     return r
 
@@ -316,6 +324,13 @@ def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if big:
             add(f"2. 64 MiB chain ({t}), GB/s per hop vs 8 GB/s", big["gbps_per_hop"], 8.0,
                 ">= 1x", big["gbps_per_hop"] >= 8.0)
+    ours, ray = _get(rep, "idle", "ours"), _get(rep, "idle", "ray")
+    if ours and ray:
+        add("6. idle memory, coordinator + one worker vs 10% of Ray's idle cluster (MiB)",
+            ours["coordinator_plus_one_worker_mib"], 0.1 * ray["cluster_mib"], "<= 1x",
+            ours["coordinator_plus_one_worker_mib"] <= 0.1 * ray["cluster_mib"])
+        add("6. start-up, coordinator + 3 workers vs Ray with 3 actors (s)", ours["start_s"],
+            ray["start_s"], "<= 1x", ours["start_s"] <= ray["start_s"])
     one = _get(rep, "runtime", "tcp.tput_one_64m")
     if one and raw64:
         add("3. 64 MiB hop over tcp vs raw zmq one way (GB/s per hop)", one["gbps_per_hop"],
