@@ -281,6 +281,11 @@ def _ratios(rep: dict[str, Any]) -> dict[str, Any]:
                              f"instead of {fmt(big['median_ms'])} ms (speed-up **{_x(x)}**): "
                              f"{why}")
     lines += _secure_cost(rep, r)
+    for mode in ("tcp", "curve"):
+        rates = [(w, _get(rep, "pipeline", f"{mode}.window_{w}")) for w in (1, 4, 16, 64)]
+        if all(v for _, v in rates):
+            lines.append(f"pipelined 1 KiB chain ({mode}), runs/s with 1 / 4 / 16 / 64 in flight: "
+                         + " / ".join(fmt(v["runs_per_s"]) for _, v in rates if v))
     ours, ray = _get(rep, "idle", "ours"), _get(rep, "idle", "ray")
     if ours:
         lines.append(f"idle: our coordinator {fmt(ours['coordinator_mib'])} MiB, a NumPy worker "
@@ -324,6 +329,12 @@ def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if big:
             add(f"2. 64 MiB chain ({t}), GB/s per hop vs 8 GB/s", big["gbps_per_hop"], 8.0,
                 ">= 1x", big["gbps_per_hop"] >= 8.0)
+    for mode in ("tcp", "curve"):
+        rates = {w: _get(rep, "pipeline", f"{mode}.window_{w}") for w in (1, 4, 16, 64)}
+        if all(rates.values()):
+            r = {w: v["runs_per_s"] for w, v in rates.items() if v}
+            add(f"4. runs/s ({mode}) with 64 vs 1 in flight (rises until a CPU saturates)",
+                max(r[16], r[64]), r[1], "> 1x", r[4] > r[1] and max(r[16], r[64]) >= r[4])
     ours, ray = _get(rep, "idle", "ours"), _get(rep, "idle", "ray")
     if ours and ray:
         add("6. idle memory, coordinator + one worker vs 10% of Ray's idle cluster (MiB)",
