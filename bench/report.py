@@ -281,6 +281,15 @@ def _ratios(rep: dict[str, Any]) -> dict[str, Any]:
                              f"instead of {fmt(big['median_ms'])} ms (speed-up **{_x(x)}**): "
                              f"{why}")
     lines += _secure_cost(rep, r)
+    cells = [(w, n, _get(rep, "scale", f"workers_{w}.nodes_{n}"))
+             for w in (10, 100, 1000) for n in (10, 100, 1000)]
+    if all(c for _, _, c in cells):
+        lines.append("coordinator state machine, CPU per node completed (us) for 10 / 100 / 1,000 "
+                     "nodes, and table memory (MiB): " + "; ".join(
+                         f"{w} workers " + " / ".join(fmt(c["cpu_us_per_node"]) for ww, _, c in
+                                                      cells if ww == w and c)
+                         + f" ({fmt(max(c['tables_mib'] for ww, _, c in cells if ww == w and c), 1)}"
+                           f" MiB)" for w in (10, 100, 1000)))
     for mode in ("tcp", "curve"):
         rates = [(w, _get(rep, "pipeline", f"{mode}.window_{w}")) for w in (1, 4, 16, 64)]
         if all(v for _, v in rates):
@@ -335,6 +344,12 @@ def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
             r = {w: v["runs_per_s"] for w, v in rates.items() if v}
             add(f"4. runs/s ({mode}) with 64 vs 1 in flight (rises until a CPU saturates)",
                 max(r[16], r[64]), r[1], "> 1x", r[4] > r[1] and max(r[16], r[64]) >= r[4])
+    small, big = _get(rep, "scale", "workers_10.nodes_100"), _get(rep, "scale",
+                                                                  "workers_1000.nodes_100")
+    if small and big:
+        add("5. coordinator CPU per node, 1,000 vs 10 idle workers (100-node graph, us)",
+            big["cpu_us_per_node"], small["cpu_us_per_node"], "<= 1.5x (flat)",
+            big["cpu_us_per_node"] <= 1.5 * small["cpu_us_per_node"])
     ours, ray = _get(rep, "idle", "ours"), _get(rep, "idle", "ray")
     if ours and ray:
         add("6. idle memory, coordinator + one worker vs 10% of Ray's idle cluster (MiB)",
