@@ -394,3 +394,13 @@ def fmt(x: float | None, digits: int = 1) -> str:
         return "-"
     return f"{x:,.{digits}f}"
 
+
+def rss_bytes(pid: int) -> int:
+    """VmRSS of a process (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0

@@ -22,13 +22,11 @@ from interop_runtime.client.testing import dial, numpy_worker
 from interop_runtime.wire.codec import encode, new_id
 from interop_runtime.wire.messages import PROTOCOL_VERSION, QueryMsg, RunMsg
 
+from .common import rss_bytes
+
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return rss_bytes(pid) / (1 << 20)
 
 
 def main(argv: list[str] | None = None) -> int:

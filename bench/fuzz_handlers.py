@@ -61,6 +61,8 @@ from interop_runtime.client.testing import dial, inbox, numpy_worker
 from interop_runtime.wire.codec import decode
 from interop_runtime.wire.dtypes import itemsize, to_numpy_dtype
 
+from .common import rss_bytes
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA: dict[str, Any] = json.loads((ROOT / "protocol" / "schema.json").read_text())
 PROTOCOL_VERSION: int = SCHEMA["x-protocol-version"]
@@ -700,17 +702,6 @@ class Report:
         if self.failures:
             out += ["", *(f.text() for f in self.failures)]
         return "\n".join(out)
-
-
-def rss_bytes(pid: int) -> int:
-    """VmRSS of a process (0 once it is gone)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def honest_graph() -> Graph:

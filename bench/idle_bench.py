@@ -18,19 +18,9 @@ from pathlib import Path
 from interop_runtime import ClusterSpec, LocalCluster
 from interop_runtime.client.testing import numpy_worker
 
-from .common import ResultFile, sigterm_raises
+from .common import ResultFile, rss_bytes, sigterm_raises
 
 MIB = 1 << 20
-
-
-def rss(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def children(pid: int) -> list[int]:
@@ -59,8 +49,8 @@ def ours() -> dict[str, float]:
             started = time.perf_counter() - t0
             time.sleep(1.0)
             assert cluster.coordinator is not None
-            coordinator = rss(cluster.coordinator.pid)
-            workers = [rss(p.pid) for p in cluster.workers.values()]
+            coordinator = rss_bytes(cluster.coordinator.pid)
+            workers = [rss_bytes(p.pid) for p in cluster.workers.values()]
         finally:
             cluster.stop()
     return {"n": 1, "start_s": started, "coordinator_mib": coordinator / MIB,
@@ -86,7 +76,7 @@ def ray_idle() -> dict[str, float]:
     started = time.perf_counter() - t0
     time.sleep(1.0)
     mine = [p for p in children(os.getpid()) if p not in before]
-    total = sum(rss(p) for p in mine)
+    total = sum(rss_bytes(p) for p in mine)
     ray.shutdown()
     return {"n": 1, "start_s": started, "cluster_mib": total / MIB, "processes": len(mine)}
 

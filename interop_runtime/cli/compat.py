@@ -17,7 +17,7 @@ from interop_runtime.cli.common import (
     client_session,
     console,
 )
-from interop_runtime.ops.compat.report import compare_workers
+from interop_runtime.ops.compat.live import compare_workers
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ ONNX with parity reports (migration/).
 Imports: client, graph and wire. Never the coordinator, a worker host or the transport.
 """
 
-from interop_runtime.ops.compat.report import compare_workers as compat
+from interop_runtime.ops.compat.live import compare_workers as compat
 from interop_runtime.ops.params.mapping import copy_params
 
 __all__ = ["compat", "copy_params"]

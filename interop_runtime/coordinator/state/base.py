@@ -63,6 +63,8 @@ class StateTables:
 
     def _check_requests(self, client: bytes) -> None:
         """Bound the requests one connection may have waiting on workers."""
+        if len(self.ops) < self.limits.max_requests_per_client:
+            return  # no connection can be at its bound: skip the scan on the common path
         waiting = sum(1 for op in {id(o): o for o in self.ops.values()}.values()
                       if op.client == client)
         if waiting >= self.limits.max_requests_per_client:

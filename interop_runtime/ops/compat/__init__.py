@@ -1,2 +1,2 @@
 """Compatibility of two models: the framework-neutral model graph (modelgraph), the report
-(report), its tables (view) and its drawings (render)."""
+(report), the comparison of two live workers (live), its tables (view) and its drawings (render)."""

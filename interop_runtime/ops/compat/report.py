@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from interop_runtime.client import Client
 from interop_runtime.ops.compat.modelgraph import (
     COUNTER_ROLES,
     PASSTHROUGH_TYPES,
@@ -396,9 +395,3 @@ def _io_pair(kind: Literal["input", "output"], ta: TensorInfo | None, tb: Tensor
             notes.append(f"shape {ta.shape} vs {tb.shape}")
     return IOPair(kind=kind, a=ta, b=tb, fits=fits, transpose=transpose,
                   note="; ".join(notes) or None)
-
-
-def compare_workers(client: Client, worker_a: str, worker_b: str) -> CompatReport:
-    """Compare two live workers' models: structure, parameter pairs with their transforms,
-    inputs and outputs, and a verdict on parameter transfer."""
-    return compare(client.model_graph(worker_a), client.model_graph(worker_b), worker_a, worker_b)

@@ -13,10 +13,10 @@ import numpy as np
 from pydantic import BaseModel
 
 from interop_runtime.client import Client
+from interop_runtime.ops.compat.live import compare_workers
 from interop_runtime.ops.compat.report import (
     CompatReport,
     Step,
-    compare_workers,
     describe,
     invert,
 )
