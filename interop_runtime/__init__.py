@@ -18,6 +18,7 @@ from interop_runtime.wire.codec import Envelope, decode, encode
 from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import (
     BadFrameError,
+    BadHandleError,
     BadHeaderError,
     BadTensorError,
     BusyError,
@@ -86,6 +87,7 @@ __all__ = [
     "TensorInfo",
     "TensorSpec",
     "TooLargeError",
+    "BadHandleError",
     "UnauthorizedError",
     "UnknownFunctionError",
     "UnknownKindError",

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import queue
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.client.direct import DirectPath, DirectRun, Routes
 from interop_runtime.client.epochs import EpochWatch
 from interop_runtime.client.results import Params, RunResult
 from interop_runtime.client.sync import SyncChannel
@@ -55,10 +58,24 @@ def _as_spec(graph: Graph | GraphSpec | Mapping[str, Any]) -> GraphSpec:
     return GraphSpec.model_validate(graph)
 
 
+def _arrays(inputs: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: np.asarray(v) if not hasattr(v, "dtype") else v for k, v in inputs.items()}
+
+
+def _chain(src: Future[RunResult], dst: Future[RunResult]) -> None:
+    try:
+        dst.set_result(src.result())
+    except BaseException as exc:
+        dst.set_exception(exc)
+
+
 class Client:
     def __init__(self, address: str, *, timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
-                 max_message_bytes: int | None = None, security: Security | None = None) -> None:
+                 max_message_bytes: int | None = None, security: Security | None = None,
+                 direct: bool = True) -> None:
         self.address = address
+        self.direct = direct  # runs send tensors to the workers, not through the coordinator
+        self.default_run_timeout_s = 300.0  # a direct run's own deadline when none is given
         self.security = security
         self.timeout_s = timeout_s
         self.ctx = zmq.Context.instance()
@@ -71,6 +88,7 @@ class Client:
         self._push_lock = threading.Lock()
         self._dealer = connect_dealer(self.ctx, address, max_message_bytes=max_message_bytes,
                                       security=security)
+        self._max_bytes = max_message_bytes
         self._futures: dict[str, Future[Envelope]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -79,6 +97,10 @@ class Client:
         self._sync = SyncChannel(self.ctx, address, security=security,
                                  max_message_bytes=max_message_bytes)
         self._detached: dict[str, str] = {}  # detached run -> the epoch it started under
+        self._routes: dict[str, Routes | None] = {}  # graph -> direct routes (None: not direct)
+        self._jobs: queue.SimpleQueue[tuple[Routes, RunMsg, dict[str, Any], float]] = \
+            queue.SimpleQueue()
+        self._io_direct: DirectPath | None = None  # the I/O thread's; made there
         self._thread = threading.Thread(target=self._io_loop, name="interop-client", daemon=True)
         self._thread.start()
 
@@ -88,6 +110,7 @@ class Client:
         poller = zmq.Poller()
         poller.register(self._dealer, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
+        self._io_direct = direct = DirectPath(self.ctx, self.security, self._max_bytes, poller)
         try:
             while True:
                 for sock, _ in poller.poll(int(self._epochs.ping_every_s * 1000)):
@@ -95,19 +118,60 @@ class Client:
                         frames = self._pull.recv_multipart(copy=False)
                         if len(frames) == 1 and frames[0].bytes == b"":
                             return  # close() asked us to stop
+                        if len(frames) == 1 and frames[0].bytes == b"job":
+                            self._start_direct(*self._jobs.get_nowait())
+                            continue
                         self._dealer.send_multipart(frames, copy=False)
-                    else:
+                    elif sock is self._dealer:
                         self._on_reply(self._dealer.recv_multipart(copy=False))
+                    else:  # a worker, for a direct run
+                        self._direct_event(direct.on_frames(sock, sock.recv_multipart(
+                            copy=False)))
+                for rec, exc in direct.expire(time.monotonic()):
+                    self._direct_event((rec, exc))
                 ping = self._epochs.ping_due()
                 if ping is not None:
                     self._dealer.send_multipart(encode(ping), copy=False)
         finally:
+            direct.close()
             self._dealer.close(0)
             self._pull.close(0)
             with self._lock:
                 for fut in self._futures.values():
                     if not fut.done():
                         fut.set_exception(InteropError("client closed"))
+
+    def _start_direct(self, routes: Routes, msg: RunMsg, arrays: dict[str, Any],
+                      timeout_s: float) -> None:
+        """I/O thread: a submitted direct run."""
+        assert self._io_direct is not None
+        try:
+            self._io_direct.warm_up(routes)
+            self._dealer.send_multipart(encode(msg), copy=False)
+            self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s)
+        except InteropError as exc:
+            with self._lock:
+                fut = self._futures.pop(msg.id, None)
+            if fut is not None:
+                fut.set_exception(exc)
+
+    def _direct_event(self, event: tuple[DirectRun, InteropError | None] | None) -> None:
+        """I/O thread: a direct run completed or failed."""
+        if event is None or self._io_direct is None:
+            return
+        rec, exc = event
+        self._io_direct.finish(rec, failed=exc is not None)
+        self._epochs.answered(rec.msg_id)
+        with self._lock:
+            fut = self._futures.pop(rec.msg_id, None)
+        if fut is None:
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(Envelope(msg=ReplyMsg(v=PROTOCOL_VERSION, id=new_id(),
+                                                 reply_to=rec.msg_id, body=rec.body()),
+                                    arrays=rec.outputs))
 
     def _on_reply(self, frames: list[Any]) -> None:
         try:
@@ -117,6 +181,16 @@ class Client:
             return
         msg = env.msg
         reply_to = getattr(msg, "reply_to", None)
+        rec = self._io_direct.run_of(reply_to) if self._io_direct else None
+        if rec is not None:  # the coordinator on a direct run: a failure, or relayed outputs
+            if isinstance(msg, ErrorMsg):
+                self._direct_event((rec, make_error(msg.code, msg.message, field=msg.field,
+                                                    node=msg.node, edge=msg.edge,
+                                                    worker=msg.worker)))
+            elif self._io_direct is not None and (self._io_direct.relayed(rec, env.arrays)
+                                                  or not env.arrays):
+                self._direct_event((rec, None))
+            return
         if self._epochs.is_ping(reply_to):
             if isinstance(msg, ReplyMsg) and isinstance(msg.body.get("epoch"), str):
                 self._follow_runs(msg.body["epoch"])
@@ -251,11 +325,13 @@ class Client:
     def register(self, graph: Graph | GraphSpec | Mapping[str, Any]) -> dict[str, Any]:
         """Validate, compile and install a graph on its workers."""
         spec = _as_spec(graph)
+        self._routes.pop(spec.name, None)
         body = self.request(GraphMsg(**self._hdr(), op="register", spec=spec.model_dump())).msg.body
         self._registered[spec.name] = spec.model_dump_json()
         return body
 
     def drop(self, name: str) -> None:
+        self._routes.pop(name, None)
         self.request(GraphMsg(**self._hdr(), op="drop", graph=name))
         self._registered.pop(name, None)
 
@@ -267,23 +343,64 @@ class Client:
             self.register(spec)
         return spec.name
 
+    def _direct_routes(self, name: str) -> Routes | None:
+        """The graph's direct routes (cached), or None: it runs through the coordinator."""
+        if not self.direct:
+            return None
+        if name not in self._routes:
+            try:
+                body = self.request(QueryMsg(**self._hdr(), what="routes", graph=name)).msg.body
+            except InteropError:
+                return None  # not ready: the coordinator's RUN answer says why
+            if len(self._routes) >= 1_000:
+                self._routes.clear()
+            self._routes[name] = Routes.from_body(body)
+        return self._routes[name]
+
+    def _direct_msg(self, name: str, routes: Routes, arrays: Mapping[str, Any],
+                    timeout_s: float | None, run_id: str | None) -> RunMsg:
+        DirectPath.check_inputs(routes, arrays)
+        return RunMsg(**self._hdr(), graph=name, run=run_id or new_id(), timeout_s=timeout_s,
+                      direct=True, routes=routes.routes_id,
+                      input_bytes=sum(int(a.nbytes) for a in arrays.values()))
+
     def submit(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
                inputs: Mapping[str, Any], *, timeout_s: float | None = None,
-               run_id: str | None = None) -> Future[RunResult]:
+               run_id: str | None = None, _again: bool = True) -> Future[RunResult]:
         """Start a run; the Future resolves to its RunResult."""
         name = self._graph_name(graph)
         if self._epochs.epoch is None:
             self._learn_epoch()
-        msg = RunMsg(**self._hdr(), graph=name, run=run_id or new_id(), timeout_s=timeout_s)
-        self._epochs.started(msg.id, msg.run)
-        raw = self.request_async(msg, {k: np.asarray(v) if not hasattr(v, "dtype") else v
-                                       for k, v in inputs.items()})
+        arrays = _arrays(inputs)
+        routes = self._direct_routes(name)
+        if routes is not None:
+            msg = self._direct_msg(name, routes, arrays, timeout_s, run_id)
+            raw: Future[Envelope] = Future()
+            with self._lock:
+                self._futures[msg.id] = raw
+            self._epochs.started(msg.id, msg.run)
+            self._jobs.put((routes, msg, arrays, timeout_s or self.default_run_timeout_s))
+            with self._push_lock:
+                self._push.send(b"job")
+        else:
+            msg = RunMsg(**self._hdr(), graph=name, run=run_id or new_id(), timeout_s=timeout_s)
+            self._epochs.started(msg.id, msg.run)
+            raw = self.request_async(msg, arrays)
         out: Future[RunResult] = Future()
 
         def done(f: Future[Envelope]) -> None:
             try:
                 env = f.result()
             except BaseException as exc:
+                if routes is not None:
+                    self._routes.pop(name, None)
+                if _again and isinstance(exc, InteropError) and exc.field == "routes":
+                    # the graph was compiled again (a worker moved): once more, fresh routes,
+                    # from a thread of its own (this one may be the I/O thread)
+                    threading.Thread(target=lambda: _chain(self.submit(
+                        name, inputs, timeout_s=timeout_s, _again=False), out),
+                        daemon=True).start()
+                    return
                 out.set_exception(exc)
             else:
                 out.set_result(RunResult(env.arrays, env.msg.body))
@@ -297,8 +414,26 @@ class Client:
         name = self._graph_name(graph)
         if self._epochs.epoch is None:
             self._learn_epoch()
+        arrays = _arrays(inputs)
+        for attempt in (1, 2):
+            routes = self._direct_routes(name)
+            if routes is None:
+                break
+            msg = self._direct_msg(name, routes, arrays, timeout, None)
+            with self._lock:
+                queued = bool(self._futures)
+            try:
+                env = None if queued else self._sync.run_direct(
+                    routes, msg, arrays, timeout + 1.0, epoch=self._epochs.epoch)
+            except InteropError as exc:
+                self._routes.pop(name, None)
+                if exc.field == "routes" and attempt == 1:
+                    continue  # compiled again since we asked (a worker moved): ask again
+                raise
+            if env is None:  # the channel is busy, or requests are queued: the I/O thread
+                break
+            return RunResult(env.arrays, env.msg.body)
         msg = RunMsg(**self._hdr(), graph=name, run=new_id(), timeout_s=timeout)
-        arrays = {k: np.asarray(v) if not hasattr(v, "dtype") else v for k, v in inputs.items()}
         env = self._sync_request(msg, arrays, timeout + 1.0)
         if env is None:  # the channel is busy, or requests are queued: the I/O thread
             return self.wait(self.submit(graph, inputs, timeout_s=timeout), timeout + 1.0,

@@ -16,6 +16,7 @@ from typing import Any
 
 import zmq
 
+from interop_runtime.client.direct import DirectPath, DirectRun, Routes
 from interop_runtime.transport.security import Security
 from interop_runtime.transport.sockets import connect_dealer
 from interop_runtime.wire.codec import Envelope, decode, encode, new_id
@@ -41,6 +42,40 @@ class SyncChannel:
         self._sock: zmq.Socket[bytes] | None = None
         self._lock = threading.Lock()
         self.address = address
+        self._poller = zmq.Poller()
+        self._direct = DirectPath(ctx, security, max_message_bytes, self._poller)
+
+    def run_direct(self, routes: Routes, msg: RunMsg, arrays: Mapping[str, Any],
+                   timeout_s: float, *, epoch: str | None) -> Envelope | None:
+        """A direct run from this thread: RUN to the coordinator, inputs to the workers,
+        outputs from them. None when another thread holds the channel."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            sock = self._socket()
+            self._direct.warm_up(routes)
+            self._direct.drain()
+            sock.send_multipart(encode(msg), copy=False)
+            try:
+                rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s)
+            except BaseException:  # say so, or the coordinator waits for it until its deadline
+                sock.send_multipart(encode(ControlMsg(v=PROTOCOL_VERSION, id=new_id(),
+                                                      src="client", action="cancel",
+                                                      run=msg.run)), copy=False)
+                raise
+            try:
+                return self._wait(msg, timeout_s, epoch, rec)
+            except BaseException:
+                self._direct.finish(rec, failed=True)
+                raise
+        finally:
+            self._lock.release()
+
+    def _socket(self) -> zmq.Socket[bytes]:
+        if self._sock is None:
+            self._sock = self._connect()
+            self._poller.register(self._sock, zmq.POLLIN)
+        return self._sock
 
     def request(self, msg: Header, arrays: Mapping[str, Any] | None, timeout_s: float, *,
                 epoch: str | None = None) -> Envelope | None:
@@ -49,20 +84,24 @@ class SyncChannel:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            if self._sock is None:
-                self._sock = self._connect()
-            self._sock.send_multipart(encode(msg, arrays), copy=False)
+            self._socket().send_multipart(encode(msg, arrays), copy=False)
             return self._wait(msg, timeout_s, epoch if isinstance(msg, RunMsg) else None)
         finally:
             self._lock.release()
 
-    def _wait(self, msg: Header, timeout_s: float, epoch: str | None) -> Envelope:
+    def _wait(self, msg: Header, timeout_s: float, epoch: str | None,
+              rec: DirectRun | None = None) -> Envelope:
         assert self._sock is not None
         deadline = time.monotonic() + timeout_s
         waiting_for, ping_id, next_ping = msg.id, "", time.monotonic() + PING_EVERY_S
         while (left := deadline - time.monotonic()) > 0:
-            if not self._sock.poll(int(min(left, max(0.0, next_ping - time.monotonic())) * 1000)
-                                   + 1):
+            ready = dict(self._poller.poll(
+                int(min(left, max(0.0, next_ping - time.monotonic())) * 1000) + 1))
+            for wsock in [s for s in ready if s is not self._sock]:  # workers (direct runs)
+                event = self._direct.on_frames(wsock, wsock.recv_multipart(copy=False))
+                if rec is not None and event is not None and event[0] is rec:
+                    return self._direct_done(rec, event[1])
+            if self._sock not in ready:
                 if epoch is not None and time.monotonic() >= next_ping:
                     ping = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
                                       action="ping")
@@ -86,6 +125,10 @@ class SyncChannel:
                 continue
             if reply_to != waiting_for:
                 continue  # a late answer to an earlier request that timed out
+            if rec is not None and isinstance(env.msg, ReplyMsg):
+                if self._direct.relayed(rec, env.arrays) or not env.arrays:
+                    return self._direct_done(rec, None)
+                continue
             if isinstance(env.msg, ErrorMsg):
                 m = env.msg
                 raise make_error(m.code, m.message, field=m.field, node=m.node, edge=m.edge,
@@ -93,8 +136,17 @@ class SyncChannel:
             return env
         raise RunTimeoutError(f"no reply from {self.address} within {timeout_s:.1f}s")
 
+    def _direct_done(self, rec: DirectRun, error: InteropError | None) -> Envelope:
+        self._direct.finish(rec, failed=error is not None)
+        if error is not None:
+            raise error
+        body = rec.body()
+        return Envelope(msg=ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), reply_to=rec.msg_id,
+                                     body=body), arrays=rec.outputs)
+
     def close(self) -> None:
         with self._lock:
+            self._direct.close()
             if self._sock is not None:
                 self._sock.close(0)
                 self._sock = None

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from interop_runtime.graph.validate import validate
+from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.messages import FunctionSpec, TensorSpec
 from interop_runtime.wire.payloads import (
     Feeder,
@@ -29,11 +30,26 @@ class CompiledGraph(BaseModel):
     input_specs: dict[str, TensorSpec]
     source_nodes: list[str]  # nodes with no inputs at all: triggered by an empty DATA
     plans: dict[str, WorkerPlan]  # worker -> plan
+    output_workers: dict[str, str] = {}  # graph output -> the worker that produces it
+    # changes with every compilation (a worker's new endpoint, a new key): a direct RUN
+    # names the routes its client used, and stale ones are refused
+    routes_id: str = Field(default_factory=new_id)
+
+    def direct_refusal(self) -> str | None:
+        """Why a client may not run this graph directly (None: it may). Source nodes need the
+        coordinator's trigger, and retried nodes need the inputs it keeps."""
+        if self.source_nodes:
+            return f"node {self.source_nodes[0]!r} has no inputs: the coordinator triggers it"
+        retried = [n for n, s in self.spec.nodes.items() if s.retries]
+        if retried:
+            return f"node {retried[0]!r} is retried: the coordinator keeps the run's inputs"
+        return None
 
 
 def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, FunctionSpec]],
                   endpoints: Mapping[str, str], version: int,
-                  keys: Mapping[str, str | None] | None = None) -> CompiledGraph:
+                  keys: Mapping[str, str | None] | None = None,
+                  hosts: Mapping[str, str | None] | None = None) -> CompiledGraph:
     """Validate and turn the graph into one plan per worker."""
     order = validate(spec, functions)
     plan_nodes: dict[str, PlanNode] = {}
@@ -48,7 +64,7 @@ def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, Function
         worker = spec.nodes[dst_node].worker
         plan_nodes[src_node].routes.setdefault(out, []).append(
             Route(worker=worker, endpoint=endpoints[worker], node=dst_node, input=inp,
-                  public_key=(keys or {}).get(worker)))
+                  public_key=(keys or {}).get(worker), host=(hosts or {}).get(worker)))
         producer = spec.nodes[src_node].worker
         plan_nodes[dst_node].feeders.setdefault(inp, []).append(
             Feeder(worker=producer, public_key=(keys or {}).get(producer)))
@@ -64,6 +80,7 @@ def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, Function
             node, inp = split_port(ref, what="input")
             worker = spec.nodes[node].worker
             input_routes[gin].append((worker, node, inp))
+            plan_nodes[node].client_inputs.append(inp)
             fn = functions[worker][spec.nodes[node].function]
             input_specs.setdefault(gin, next(p for p in fn.inputs if p.name == inp))
     plans: dict[str, WorkerPlan] = {}
@@ -72,5 +89,8 @@ def compile_graph(spec: GraphSpec, functions: Mapping[str, Mapping[str, Function
         plans.setdefault(worker, WorkerPlan(graph=spec.name, version=version, worker=worker,
                                             nodes=[])).nodes.append(plan_nodes[name])
     sources = [n for n in order if not plan_nodes[n].inputs]
+    output_workers = {g: spec.nodes[split_port(ref, what="output")[0]].worker
+                      for g, ref in spec.outputs.items()}
     return CompiledGraph(spec=spec, version=version, order=order, input_routes=input_routes,
-                         input_specs=input_specs, source_nodes=sources, plans=plans)
+                         input_specs=input_specs, source_nodes=sources, plans=plans,
+                         output_workers=output_workers)

@@ -70,8 +70,10 @@ def send_frames(sock: zmq.Socket[bytes], frames: Sequence[Frame], *, peer: bytes
 
 
 def send_msg(sock: zmq.Socket[bytes], msg: Header, arrays: Any = None, *, peer: bytes | None = None,
-             flags: int = 0, layouts: Any = None) -> None:
-    send_frames(sock, encode(msg, arrays, layouts=layouts), peer=peer, flags=flags)
+             flags: int = 0, layouts: Any = None, shared: Any = None) -> None:
+    """``shared``: tensors already in shared memory, name -> (dtype, shape, handle)."""
+    send_frames(sock, encode(msg, arrays, layouts=layouts, shared=shared), peer=peer,
+                flags=flags)
 
 
 def sender_key(frames: Sequence[Any]) -> str | None:

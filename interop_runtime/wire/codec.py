@@ -40,6 +40,7 @@ from interop_runtime.wire.messages import (
     Header,
     RegisterMsg,
     ReplyMsg,
+    ShmHandleModel,
     TensorMeta,
 )
 from interop_runtime.wire.values import check_plain
@@ -59,11 +60,14 @@ def new_id() -> str:
 
 @dataclass
 class Envelope:
-    """A decoded message and its tensors (read-only numpy views of the frames)."""
+    """A decoded message and its tensors (read-only numpy views of the frames). Tensors
+    that live in shared memory are in ``shared`` by name, their metadata checked; the
+    transport layer maps them (transport/shm.py)."""
 
     msg: Any
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     nbytes: int = 0
+    shared: dict[str, TensorMeta] = field(default_factory=dict)
 
 
 def _as_wire_array(arr: Any) -> np.ndarray:
@@ -85,10 +89,15 @@ def encode(
     *,
     layouts: Mapping[str, str] | None = None,
     devices: Mapping[str, str] | None = None,
+    shared: Mapping[str, tuple[str, list[int], Mapping[str, Any]]] | None = None,
 ) -> list[Frame]:
-    """Frames for ``msg`` carrying ``arrays`` by name; sets ``msg.tensors``."""
+    """Frames for ``msg`` carrying ``arrays`` by name; sets ``msg.tensors``. ``shared``
+    names tensors already in shared memory: name -> (wire dtype, shape, handle)."""
     frames: list[Frame] = [b""]
-    metas: list[TensorMeta] = []
+    metas: list[TensorMeta] = [
+        TensorMeta(name=name, dtype=dtype, shape=list(shape), frame=0,
+                   shm=ShmHandleModel(**handle))
+        for name, (dtype, shape, handle) in (shared or {}).items()]
     for name, value in (arrays or {}).items():
         a = _as_wire_array(value)
         metas.append(
@@ -162,7 +171,45 @@ def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
         error = BadTensorError if _is_tensor_dtype(first["loc"]) else BadHeaderError
         raise error(f"{kind} header is invalid at {loc}: {first['msg'][:200]}", field=loc) from None
     _check_free_form(msg)
-    return Envelope(msg=msg, arrays=_wrap_tensors(msg.tensors, frames, max_bytes), nbytes=total)
+    shared = {m.name: m for m in msg.tensors if m.frame == 0}
+    framed = [m for m in msg.tensors if m.frame != 0] if shared else msg.tensors
+    arrays = _wrap_tensors(framed, frames, max_bytes)
+    for i, meta in enumerate(msg.tensors):
+        if meta.frame == 0:
+            _check_shared(meta, f"tensors.{i}", max_bytes, seen=arrays)
+        elif meta.shm is not None:
+            raise BadHeaderError(f"tensor {meta.name!r} names both a frame and shared memory",
+                                 field=f"tensors.{i}")
+    if len(shared) + len(arrays) != len(msg.tensors):
+        raise BadHeaderError("a tensor name appears twice", field="tensors")
+    return Envelope(msg=msg, arrays=arrays, nbytes=total, shared=shared)
+
+
+def _element_count(meta: TensorMeta, where: str) -> int:
+    count = 1
+    for dim in meta.shape:  # Python ints: no overflow; stop as soon as it is too big
+        count *= dim
+        if count > MAX_DIM:
+            raise BadHeaderError(f"tensor {meta.name!r} has 2**63 elements or more", field=where)
+    return count
+
+
+def _check_shared(meta: TensorMeta, where: str, max_bytes: int,
+                  seen: Mapping[str, Any]) -> None:
+    """A tensor in shared memory: the handle's length must be what dtype x shape needs."""
+    if meta.shm is None:
+        raise BadHeaderError(f"tensor {meta.name!r} has frame 0 but no shared-memory handle",
+                             field=where)
+    if meta.name in seen:
+        raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
+    need = _element_count(meta, where) * to_numpy_dtype(meta.dtype).itemsize
+    if need > max_bytes:
+        raise TooLargeError(f"tensor {meta.name!r} would need {need} bytes, over this "
+                            f"receiver's limit of {max_bytes}", field=where)
+    if meta.shm.len != need:
+        raise BadTensorError(f"tensor {meta.name!r}: its shared memory holds {meta.shm.len} "
+                             f"bytes but {meta.dtype} x {tuple(meta.shape)} needs {need}",
+                             field=where)
 
 
 _FIELDS: dict[str, frozenset[str]] = {
@@ -226,12 +273,7 @@ def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame], max_bytes: i
             raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
         used.add(meta.frame)
         dtype = to_numpy_dtype(meta.dtype)
-        count = 1
-        for dim in meta.shape:  # Python ints: no overflow; stop as soon as it is too big
-            count *= dim
-            if count > MAX_DIM:
-                raise BadHeaderError(f"tensor {meta.name!r} has 2**63 elements or more",
-                                     field=where)
+        count = _element_count(meta, where)
         if count * dtype.itemsize > max_bytes:
             raise TooLargeError(f"tensor {meta.name!r} would need {count * dtype.itemsize} bytes, "
                                 f"over this receiver's limit of {max_bytes}", field=where)

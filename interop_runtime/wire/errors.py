@@ -10,7 +10,8 @@ exception class, so a client re-raises the same class a worker would have raised
     │   ├── VersionError              VERSION: unsupported protocol version
     │   ├── UnknownKindError          UNKNOWN_KIND: kind not in the closed list
     │   ├── BadTensorError            BAD_TENSOR: bytes disagree with dtype x shape, bad dtype
-    │   └── TooLargeError             TOO_LARGE: message over the receiver's size limit
+    │   ├── TooLargeError             TOO_LARGE: message over the receiver's size limit
+    │   └── BadHandleError            BAD_HANDLE: a forged, stale or foreign shared-memory handle
     ├── TargetError                   the message names something that does not exist
     │   ├── UnknownTargetError        UNKNOWN_TARGET: worker, node, graph or run
     │   └── UnknownFunctionError      UNKNOWN_FUNCTION: function not offered by the worker
@@ -43,6 +44,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_KIND = "unknown_kind"
     BAD_TENSOR = "bad_tensor"
     TOO_LARGE = "too_large"
+    BAD_HANDLE = "bad_handle"
     UNKNOWN_TARGET = "unknown_target"
     UNKNOWN_FUNCTION = "unknown_function"
     INVALID_GRAPH = "invalid_graph"
@@ -131,6 +133,14 @@ class TooLargeError(ProtocolError):
     code = ErrorCode.TOO_LARGE
 
 
+class BadHandleError(ProtocolError):
+    """A shared-memory handle that is forged, stale (its segment was reused), or names
+    memory that is not a live segment of the sender's pool. The message never repeats the
+    handle: handles are capabilities and stay out of errors and logs."""
+
+    code = ErrorCode.BAD_HANDLE
+
+
 class TargetError(InteropError):
     code = ErrorCode.UNKNOWN_TARGET
 
@@ -203,7 +213,7 @@ _BY_CODE: dict[ErrorCode, type[InteropError]] = {
     cls.code: cls
     for cls in (
         BadFrameError, BadHeaderError, VersionError, UnknownKindError, BadTensorError,
-        TooLargeError, UnknownTargetError, UnknownFunctionError, GraphError,
+        TooLargeError, BadHandleError, UnknownTargetError, UnknownFunctionError, GraphError,
         ShapeMismatchError, DTypeMismatchError, LayoutMismatchError, FunctionFailedError,
         WorkerLostError, RunTimeoutError, RunCancelledError, CoordinatorRestartedError,
         UnsupportedError,

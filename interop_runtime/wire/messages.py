@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from interop_runtime.wire.dtypes import WIRE_DTYPES
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 MAX_NDIM = 32  # dimensions of one tensor
 MAX_DIM = (1 << 63) - 1  # a dimension, and a tensor's element count, stay below 2**63
@@ -33,13 +33,29 @@ class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
 
 
+class ShmHandleModel(WireModel):
+    """Where a tensor's bytes are in a same-host shared-memory segment (SPEC section 17):
+    the producer's segment ``token``, opened as ``/proc/<pid>/fd/<fd>``, ``len`` bytes at
+    ``off``, valid while the segment's header holds generation ``gen``."""
+
+    model_config = ConfigDict(extra="forbid")
+    token: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    pid: Annotated[int, Field(ge=1, le=MAX_DIM)]
+    fd: Annotated[int, Field(ge=0, le=MAX_DIM)]
+    off: Annotated[int, Field(ge=0, le=MAX_DIM)]
+    len: Annotated[int, Field(ge=0, le=MAX_DIM)]
+    gen: Annotated[int, Field(ge=0, le=MAX_DIM)]
+
+
 class TensorMeta(WireModel):
-    """Where one tensor's bytes are and how to read them."""
+    """Where one tensor's bytes are and how to read them: buffer frame ``frame`` (1-based),
+    or, with ``frame`` 0, the shared-memory segment that ``shm`` names."""
 
     name: Name
     dtype: DTypeName
     shape: Annotated[list[Annotated[int, Field(ge=0, le=MAX_DIM)]], Field(max_length=MAX_NDIM)]
-    frame: Annotated[int, Field(ge=1, le=1 << 20)]
+    frame: Annotated[int, Field(ge=0, le=1 << 20)]
+    shm: ShmHandleModel | None = None
     device: str | None = None  # the device it came from, a hint ("cpu", "cuda:0")
     layout: str | None = None  # "NCHW", "NHWC", ... a hint for the consumer
 
@@ -73,17 +89,24 @@ class Header(WireModel):
 # --- the three message kinds of the design -------------------------------------------
 
 class DataMsg(Header):
-    """Tensors for a target node of a run (client inputs, worker-to-worker edges)."""
+    """Tensors for a target node of a run (client inputs, worker-to-worker edges), or a
+    direct run's graph outputs on their way to the client (``node`` = the producer)."""
 
     kind: Literal["data"] = "data"
     graph: Ref
     run: Ref
     node: Ref
+    # a direct run (SPEC section 16): the client's routing id (hex) that graph outputs go
+    # back to, and its host key (shared memory is used only on the same host)
+    client: Annotated[str, Field(pattern=r"^[0-9a-f]{2,64}$")] | None = None
+    client_host: Ref | None = None
+    # a direct run: what the nodes upstream of this tensor cost, node -> timing map
+    timings: dict[str, dict[str, Any]] | None = None
 
 
 ControlAction = Literal[
     "invoke", "load", "unload", "pause", "resume", "cancel", "shutdown", "plan", "describe", "ping",
-    "model",
+    "model", "release",
 ]
 
 
@@ -150,6 +173,9 @@ class RegisterMsg(Header):
     functions: list[FunctionSpec] = []
     pid: int | None = None
     info: dict[str, Any] = {}
+    # the host key of processes that can map this worker's shared memory (SPEC section
+    # 17); absent: the worker declines shared memory and gets frames only
+    host: Ref | None = None
 
 
 class HeartbeatMsg(Header):
@@ -203,13 +229,18 @@ class RunMsg(Header):
     # finite and at most a week: a NaN or infinite deadline would make a run that never ends
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
     detach: bool = False  # true: reply at once, collect later with query "result"
+    # a direct run: no tensors here; the client sends them to the workers itself and
+    # declares their total size for admission (SPEC section 16)
+    direct: bool = False
+    input_bytes: Annotated[int, Field(ge=0, le=MAX_DIM)] = 0
+    routes: Ref | None = None  # the ``routes_id`` of the QUERY routes answer it used
 
 
 class QueryMsg(Header):
     """Ask the coordinator about its state: workers, graphs, runs, a result."""
 
     kind: Literal["query"] = "query"
-    what: Literal["workers", "graphs", "runs", "result", "status"]
+    what: Literal["workers", "graphs", "runs", "result", "status", "routes"]
     run: Ref | None = None
     graph: Ref | None = None
     # for ``result``: the coordinator epoch the run was started under; a run of an earlier

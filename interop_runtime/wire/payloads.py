@@ -100,6 +100,7 @@ class Route(BaseModel):
     node: str
     input: str
     public_key: str | None = None  # the consumer inbox's CURVE key, when CURVE is on
+    host: str | None = None  # the consumer's host key: same as ours -> shared memory
 
 
 class Feeder(BaseModel):
@@ -118,6 +119,8 @@ class PlanNode(BaseModel):
     graph_outputs: dict[str, list[str]] = Field(default_factory=dict)  # output -> graph outputs
     # input -> the workers whose DATA it accepts; graph inputs come from the coordinator
     feeders: dict[str, list[Feeder]] = Field(default_factory=dict)
+    # inputs fed by graph inputs: in a direct run a client sends these to the inbox itself
+    client_inputs: list[str] = Field(default_factory=list)
 
 
 class WorkerPlan(BaseModel):

@@ -4,6 +4,7 @@ here: everything the coordinator sends arrives on the worker's DEALER to it."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,15 +25,16 @@ from interop_runtime.worker.state import WorkerState
 
 # what a client may ask on a worker's inbox; everything else (plans, load/unload, shutdown,
 # pause, cancel, PARAM set) comes only from the coordinator, on the worker's own connection
-INBOX_ACTIONS = frozenset({"invoke", "describe", "ping", "model"})
+INBOX_ACTIONS = frozenset({"invoke", "describe", "ping", "model", "release"})
 INBOX_PARAM_OPS = frozenset({"list", "get"})
 
 
 def check_inbox(security: Security | None, state: WorkerState, msg: Any,
-                arrays: dict[str, np.ndarray], key: str | None) -> None:
+                arrays: Mapping[str, object], key: str | None) -> None:
     """What the inbox takes, and from whom (protocol/SPEC.md section 13): DATA from the
     producers the plan names for each input; a client's invoke, describe, ping, model
-    and PARAM list/get. Without CURVE there are no keys to check: every local process is
+    and PARAM list/get; in a direct run, a client's graph inputs and its releases of the
+    outputs it was sent in shared memory. Without CURVE there are no keys to check: every local process is
     trusted, and only the kinds are restricted."""
     role = security.role_of(key) if security else None
     roles_known = security is not None and security.roles is not None
@@ -43,6 +45,11 @@ def check_inbox(security: Security | None, state: WorkerState, msg: Any,
         if not arrays:
             raise UnauthorizedError("only the coordinator triggers a node without inputs",
                                     node=msg.node)
+        if set(arrays) <= set(plan.client_inputs):  # a direct run's inputs, from its client
+            if roles_known and (role is None or role.kind != "client"):
+                raise UnauthorizedError(f"graph inputs of {msg.node} come from clients",
+                                        node=msg.node, field=next(iter(arrays)))
+            return
         for name in arrays:
             if not any(f.public_key == key for f in plan.feeders.get(name, ())):
                 raise UnauthorizedError(f"this key does not feed input {msg.node}.{name} "

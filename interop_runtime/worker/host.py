@@ -22,6 +22,7 @@ import numpy as np
 import zmq
 
 from interop_runtime.transport.security import Security, is_wildcard
+from interop_runtime.transport.shm import host_key
 from interop_runtime.transport.sockets import (
     bind_router,
     connect_dealer,
@@ -37,7 +38,7 @@ from interop_runtime.wire.codec import (
     new_id,
 )
 from interop_runtime.wire.errors import (
-    BusyError,
+    BadHandleError,
     ErrorCode,
     InteropError,
     UnauthorizedError,
@@ -50,7 +51,6 @@ from interop_runtime.wire.messages import (
     ControlMsg,
     DataMsg,
     DeregisterMsg,
-    DoneMsg,
     ErrorMsg,
     ParamMsg,
     RegisterMsg,
@@ -59,11 +59,13 @@ from interop_runtime.wire.messages import (
 from interop_runtime.wire.payloads import WorkerPlan
 from interop_runtime.worker.authority import check_inbox, param_request
 from interop_runtime.worker.calls import call_function
+from interop_runtime.worker.dataplane import DataPlane
 from interop_runtime.worker.heartbeat import Heartbeat
+from interop_runtime.worker.outbox import Local, Outbox
 from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.plugin import WorkerPlugin
 from interop_runtime.worker.replies import error_msg, internal_error
-from interop_runtime.worker.state import Ready, WorkerState
+from interop_runtime.worker.state import Ready, RunMeta, WorkerState
 
 log = logging.getLogger("interop.worker")
 
@@ -76,15 +78,17 @@ class WorkerHost:
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  reload: Any = None, security: Security | None = None,
-                 advertise: str | None = None) -> None:
+                 advertise: str | None = None, shm: bool = True) -> None:
         self.name, self.plugin, self.plugin_name = name, plugin, plugin_name
         self.coordinator_address, self.device = coordinator, device
         self.heartbeat_s, self.max_bytes = heartbeat_s, max_message_bytes
         self._reload = reload  # () -> WorkerPlugin, for CONTROL load
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.security = security
+        # mandatory: a direct run's outputs to a client that is not connected fail loudly
+        # and go through the coordinator instead of vanishing
         self.inbox, bound = bind_router(self.ctx, bind, max_message_bytes=max_message_bytes,
-                                        security=security)
+                                        security=security, mandatory=True)
         # what peers dial: the bound endpoint, unless it is a wildcard they cannot reach
         self.endpoint = advertise or bound
         if is_wildcard(self.endpoint):
@@ -98,6 +102,8 @@ class WorkerHost:
         self.poller.register(self.coord, zmq.POLLIN)
         self.peers = PeerSockets(self.ctx, security, max_message_bytes, self.poller)
         self.state = WorkerState()
+        self.plane = DataPlane(host_key() if shm else None)
+        self.outbox = Outbox(name, self.endpoint, self.inbox, self.coord, self.peers, self.plane)
         self.functions = {f.name: f for f in plugin.describe()}
         self.param_version = 0
         self.paused = False
@@ -116,7 +122,8 @@ class WorkerHost:
                               public_key=self.security.public_text if self.security else None,
                               functions=list(self.functions.values()), pid=os.getpid(),
                               info={"python": sys.executable,
-                                    "python_version": platform.python_version()})
+                                    "python_version": platform.python_version()},
+                              host=self.plane.host)
             send_msg(self.coord, msg)
             while self.coord.poll(1000):
                 _, frames = recv_frames(self.coord, router=False)
@@ -174,6 +181,7 @@ class WorkerHost:
         self.heartbeat.stop_event.set()
         self.heartbeat.join(timeout=2 * self.heartbeat_s + 1)
         self.peers.close()
+        self.plane.close()
         for sock in [self.inbox, self.coord]:
             sock.close(0)
         self.plugin.close()
@@ -198,6 +206,7 @@ class WorkerHost:
             log.warning("coordinator does not know us (restarted?); registering again")
             self.register()
         self.state.expire(time.monotonic())
+        self.plane.expire()
 
     def _on_frames(self, sock: zmq.Socket[bytes], peer: bytes | None, frames: list[Any]) -> None:
         try:
@@ -210,6 +219,9 @@ class WorkerHost:
         if sock is self.inbox or sock is self.coord:
             self._handle((sock, peer), env, from_coordinator=sock is self.coord,
                          key=sender_key(frames))
+        elif isinstance(env.msg, ControlMsg) and env.msg.action == "release":
+            holder = (self.peers.endpoints.get(sock, ""), env.msg.run or "")
+            self._on_release(env.msg, holder)
         elif isinstance(env.msg, ErrorMsg):  # a peer rejected DATA we sent
             log.warning("peer error: %s", env.msg.message)
 
@@ -225,9 +237,9 @@ class WorkerHost:
         sock, peer = origin if origin else (self.coord, None)
         try:
             if not from_coordinator:
-                check_inbox(self.security, self.state, msg, env.arrays, key)
+                check_inbox(self.security, self.state, msg, {**env.arrays, **env.shared}, key)
             if isinstance(msg, DataMsg):
-                self._on_data(msg, env.arrays)
+                self._on_data(msg, *self._received(msg, env, peer, from_coordinator))
             elif isinstance(msg, ControlMsg):
                 self._on_control(sock, peer, msg, env.arrays)
             elif isinstance(msg, ParamMsg):
@@ -250,12 +262,26 @@ class WorkerHost:
 
     # --- DATA: the run path ------------------------------------------------------------------
 
-    def _on_data(self, msg: DataMsg, arrays: dict[str, np.ndarray]) -> None:
-        work: deque[tuple[str, str, str, dict[str, np.ndarray]]] = deque(
-            [(msg.graph, msg.run, msg.node, arrays)])
+    def _received(self, msg: DataMsg, env: Envelope, peer: bytes | None, from_coordinator: bool
+                  ) -> tuple[dict[str, np.ndarray], RunMeta]:
+        """A DATA's tensors (shared memory mapped) and what travels with them. A client's
+        own DATA names it by its connection, never by a header it could forge."""
+        if env.shared and (from_coordinator or peer is None):
+            raise BadHandleError("the coordinator sends frames only", field="tensors")
+        mapped, leases = self.plane.resolve(env.shared, peer or b"")
+        arrays = {**env.arrays, **mapped}
+        client = msg.client
+        if peer is not None and not from_coordinator and arrays and set(arrays) <= set(
+                self.state.plan_node(msg.graph, msg.node).client_inputs):
+            client = peer.hex()
+        return arrays, RunMeta(client, msg.client_host, dict(msg.timings or {}), leases)
+
+    def _on_data(self, msg: DataMsg, arrays: dict[str, np.ndarray],
+                 meta: RunMeta | None = None) -> None:
+        work: deque[Local] = deque([(msg.graph, msg.run, msg.node, arrays, meta or RunMeta())])
         while work:
-            graph, run, node, ins = work.popleft()
-            ready = self.state.accept(graph, run, node, ins, time.monotonic())
+            graph, run, node, ins, meta = work.popleft()
+            ready = self.state.accept(graph, run, node, ins, time.monotonic(), meta)
             if ready is None:
                 continue
             if self.paused:
@@ -263,40 +289,19 @@ class WorkerHost:
                 continue
             work.extend(self._execute(ready))
 
-    def _execute(self, ready: Ready) -> list[tuple[str, str, str, dict[str, np.ndarray]]]:
+    def _execute(self, ready: Ready) -> list[Local]:
         """Run one ready node; send its outputs on; return DATA addressed to ourselves."""
-        plan, run, graph = ready.plan, ready.run, ready.graph
-        local: list[tuple[str, str, str, dict[str, np.ndarray]]] = []
         t0 = time.perf_counter_ns()
         try:
-            outputs = self._call(plan.function, ready.inputs, plan.args, node=plan.node)
+            outputs = self._call(ready.plan.function, ready.inputs, ready.plan.args,
+                                 node=ready.plan.node)
         except InteropError as exc:
-            self._report_failure(graph, run, plan.node, exc)
-            return local
-        compute_us = (time.perf_counter_ns() - t0) // 1000
-        bytes_out = 0
-        batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
-        for out, routes in plan.routes.items():
-            for route in routes:
-                batches.setdefault((route.endpoint, route.node), {})[route.input] = outputs[out]
-        for (endpoint, node), tensors in batches.items():
-            if endpoint == self.endpoint:
-                local.append((graph, run, node, tensors))
-                continue
-            bytes_out += sum(a.nbytes for a in tensors.values())
-            try:  # never block on a stalled peer: its queue full fails this run, not the worker
-                send_msg(self.peers.get(endpoint), DataMsg(v=PROTOCOL_VERSION, id=new_id(),
-                                                           src=self.name, graph=graph, run=run,
-                                                           node=node), tensors, flags=zmq.NOBLOCK)
-            except zmq.Again:
-                self._report_failure(graph, run, plan.node, BusyError(
-                    f"the inbox at {endpoint} is not keeping up (its queue is full)",
-                    node=node))
-                return local
-        results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
-        send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
-                                     run=run, node=plan.node, compute_us=compute_us,
-                                     wait_us=int(ready.wait_s * 1e6), bytes_out=bytes_out), results)
+            self._report_failure(ready.graph, ready.run, ready.plan.node, exc)
+            local: list[Local] = []
+        else:
+            local = self.outbox.deliver(ready, outputs, (time.perf_counter_ns() - t0) // 1000)
+        # the inputs are used: segments go back (those forwarded wait for downstream)
+        self.outbox.release(self.plane.done_with(ready.meta.leases), ready.run)
         return local
 
     def _call(self, function: str, inputs: Mapping[str, np.ndarray], args: Mapping[str, Any], *,
@@ -308,9 +313,13 @@ class WorkerHost:
         return outputs
 
     def _report_failure(self, graph: str, run: str, node: str, exc: InteropError) -> None:
-        send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
-                                     run=run, node=node, ok=False, code=exc.code.value,
-                                     message=exc.message))
+        self.outbox.fail(graph, run, node, exc)
+
+    def _on_release(self, msg: ControlMsg, holder: tuple[str, str]) -> None:
+        handles = msg.args.get("handles")
+        if not isinstance(handles, list) or len(handles) > 1024:
+            raise BadHandleError("release needs a list of handles", field="args.handles")
+        self.outbox.release(self.plane.released(handles, holder), msg.run or "")
 
     # --- CONTROL and PARAM ---------------------------------------------------------------------
 
@@ -337,6 +346,7 @@ class WorkerHost:
         elif action == "cancel":
             if msg.run:
                 dropped = self.state.cancel(msg.run, time.monotonic())
+                self.plane.cancel(msg.run)
                 self.held = deque(r for r in self.held if r.run != msg.run)
             elif msg.graph:
                 self.state.drop_graph(msg.graph)
@@ -351,6 +361,8 @@ class WorkerHost:
                                                      for f in self.functions.values()]})
         elif action == "model":  # the model as a neutral graph, for compatibility reports
             self._ok(sock, peer, msg, {"graph": self.plugin.model_graph()})
+        elif action == "release":  # a client hands back outputs we sent it
+            self._on_release(msg, (peer.hex() if peer else "", msg.run or ""))
         elif action == "ping":
             self._ok(sock, peer, msg, {"name": self.name, "pending": len(self.state.pending)})
         elif action == "pause":
@@ -360,9 +372,9 @@ class WorkerHost:
             self.paused = False
             self._ok(sock, peer, msg, {"paused": False})
             while self.held and not self.paused:
-                for graph, run, node, ins in self._execute(self.held.popleft()):
+                for graph, run, node, ins, meta in self._execute(self.held.popleft()):
                     self._on_data(DataMsg(v=PROTOCOL_VERSION, id=new_id(), graph=graph, run=run,
-                                          node=node), ins)
+                                          node=node), ins, meta)
         elif action == "unload":
             self.plugin.close()
             self.functions = {}

@@ -16,6 +16,7 @@ class PeerSockets:
         self.ctx, self.security, self.max_bytes, self.poller = ctx, security, max_message_bytes, poller
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
         self.keys: dict[str, str | None] = {}  # endpoint -> CURVE key, from plans
+        self.endpoints: dict[zmq.Socket[bytes], str] = {}  # socket -> endpoint it dials
 
     def learn(self, plan: WorkerPlan) -> None:
         for node in plan.nodes:
@@ -24,6 +25,7 @@ class PeerSockets:
                     if self.keys.get(route.endpoint, route.public_key) != route.public_key:
                         sock = self.sockets.pop(route.endpoint, None)  # the peer's key changed
                         if sock is not None:
+                            self.endpoints.pop(sock, None)
                             self.poller.unregister(sock)
                             sock.close(0)
                     self.keys[route.endpoint] = route.public_key
@@ -35,6 +37,7 @@ class PeerSockets:
                 self.ctx, endpoint, max_message_bytes=self.max_bytes, security=self.security,
                 server_key=self.keys.get(endpoint))
             self.poller.register(sock, zmq.POLLIN)
+            self.endpoints[sock] = endpoint
         return sock
 
     def close(self) -> None:

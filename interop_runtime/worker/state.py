@@ -9,6 +9,7 @@ their count and bytes are capped: beyond the cap, new inputs are refused with ``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -23,10 +24,28 @@ MAX_CANCELLED = 100_000  # cancelled run ids remembered (oldest forgotten first)
 
 
 @dataclass
+class RunMeta:
+    """What travels with a run's DATA besides tensors, merged over a node's inputs."""
+
+    client: str | None = None  # a direct run's client routing id (hex)
+    client_host: str | None = None
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # shared-memory leases to release once the node has run: (sender, handle)
+    leases: list[tuple[bytes, Any]] = field(default_factory=list)
+
+    def merge(self, other: RunMeta) -> None:
+        self.client = self.client or other.client
+        self.client_host = self.client_host or other.client_host
+        self.timings.update(other.timings)
+        self.leases.extend(other.leases)
+
+
+@dataclass
 class Pending:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     first_at: float = 0.0
     last_at: float = 0.0
+    meta: RunMeta = field(default_factory=RunMeta)
 
 
 @dataclass
@@ -36,6 +55,7 @@ class Ready:
     plan: PlanNode
     inputs: dict[str, np.ndarray]
     wait_s: float
+    meta: RunMeta = field(default_factory=RunMeta)
 
 
 class WorkerState:
@@ -70,8 +90,8 @@ class WorkerState:
                                      node=node, field="node")
         return plan
 
-    def accept(self, graph: str, run: str, node: str, arrays: dict[str, np.ndarray], now: float
-               ) -> Ready | None:
+    def accept(self, graph: str, run: str, node: str, arrays: dict[str, np.ndarray], now: float,
+               meta: RunMeta | None = None) -> Ready | None:
         """Add inputs for (run, node); return the node once all its inputs are in.
 
         Raises UnknownTargetError / BadHeaderError for data that fits no plan."""
@@ -84,8 +104,9 @@ class WorkerState:
                                      f"{', '.join(plan.inputs) or 'none'})", node=node, field=name)
         key = (graph, run, node)
         entry = self.pending.get(key)
+        meta = meta or RunMeta()
         if entry is None and len(arrays) == len(plan.inputs):
-            return Ready(graph, run, plan, dict(arrays), 0.0)  # all inputs in one message
+            return Ready(graph, run, plan, dict(arrays), 0.0, meta)  # all in one message
         for name in arrays:
             if entry is not None and name in entry.arrays:
                 raise BadHeaderError(f"input {node}.{name} of run {run!r} arrived twice",
@@ -96,11 +117,12 @@ class WorkerState:
         if entry is None:
             entry = self.pending[key] = Pending(first_at=now)
         entry.arrays.update(arrays)
+        entry.meta.merge(meta)
         self.pending_bytes += nbytes
         entry.last_at = now
         if len(entry.arrays) == len(plan.inputs):
             self._drop(key)
-            return Ready(graph, run, plan, entry.arrays, now - entry.first_at)
+            return Ready(graph, run, plan, entry.arrays, now - entry.first_at, entry.meta)
         return None
 
     def _make_room(self, nbytes: int, *, new_entry: bool) -> None:

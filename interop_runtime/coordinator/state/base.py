@@ -3,7 +3,7 @@ calls in another; ``CoordinatorState`` (machine.py) fills them in."""
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,8 @@ class Limits:
     max_graphs: int = 1_000
     max_requests_per_client: int = 1_000  # forwarded requests and plan installs waiting
     max_reply_bytes: int = 768 << 10  # QUERY answers are cut to fit a header (1 MiB)
+    max_early_done: int = 4_096  # DONEs for runs not yet known (direct runs), oldest first out
+    early_done_s: float = 10.0  # ... and how long one is kept
 
 
 class StateTables:
@@ -48,6 +50,8 @@ class StateTables:
     runs_by_worker: dict[str, set[str]]
     ops: dict[str, PendingOp]  # id of the message we sent -> op
     recent: deque[dict[str, Any]]
+    early_done: OrderedDict[str, list[tuple[bytes, Any, dict[str, Any]]]]  # wire run -> DONEs
+    early_done_at: dict[str, float]
     finished_ok: int
     finished_failed: int
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, defaultdict, deque
 
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state.admission import Admission
@@ -83,6 +83,8 @@ class CoordinatorState(Registry, Runs, Requests):
         self.ops = {}  # id of the message we sent -> op
         self.finished_ok = 0
         self.recent = deque(maxlen=RECENT_RUNS)  # finished runs that were not detached
+        self.early_done = OrderedDict()
+        self.early_done_at = {}
         self.finished_failed = 0
         self.store.mark_interrupted()
         for name, version, spec in self.store.load_graphs():
@@ -130,6 +132,10 @@ class CoordinatorState(Registry, Runs, Requests):
             if w.alive and now - w.last_seen > self.dead_after_s:
                 out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s", now)
         self._prune_dead(now)  # a dead name cannot hold a slot forever
+        for run in [r for r, t in self.early_done_at.items()
+                    if now - t > self.limits.early_done_s or r not in self.early_done]:
+            self.early_done_at.pop(run)
+            self.early_done.pop(run, None)
         for rec in [r for r in self.runs.values() if now > r.deadline]:
             if rec.waiting_for:
                 out += self._fail_run(rec, WorkerLostError(

@@ -40,6 +40,7 @@ class WorkerRecord:
     alive: bool = True
     info: dict[str, Any] = field(default_factory=dict)
     public_key: str | None = None  # what it announced for its inbox
+    host: str | None = None  # its shared-memory host key; None: frames only
     key: str | None = None  # the CURVE key it registered with (authenticated)
     session: str = ""  # the token its heartbeats must carry
     lost_at: float | None = None  # when it was declared lost; pruned after a grace period
@@ -69,6 +70,7 @@ class RunRecord:
     waiting_for: str | None = None  # a lost worker this run waits for, to retry
     owner: str | None = None  # the starting client's CURVE key; None without CURVE
     input_bytes: int = 0  # counted by admission while the run is in flight
+    direct: bool = False  # the client feeds the workers and gets the outputs itself
 
     @property
     def wire_run(self) -> str:

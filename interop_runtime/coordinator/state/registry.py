@@ -64,6 +64,7 @@ class Registry(StateTables):
             name=msg.name, identity=peer, endpoint=msg.endpoint, plugin=msg.plugin,
             device=msg.device, functions={f.name: f for f in msg.functions}, pid=msg.pid,
             last_seen=now, info=msg.info, public_key=msg.public_key, key=self.caller_key,
+            host=msg.host,
             session=old.session if old and old.alive else new_id())
         self.workers[msg.name] = record
         self.metrics.worker_alive.labels(msg.name, msg.plugin, msg.device).set(1)
@@ -133,6 +134,9 @@ class Registry(StateTables):
     def _keys(self) -> dict[str, str | None]:
         return {n: w.public_key for n, w in self.workers.items() if w.alive}
 
+    def _hosts(self) -> dict[str, str | None]:
+        return {n: w.host for n, w in self.workers.items() if w.alive}
+
     # --- graphs -------------------------------------------------------------------------------
 
     def _on_graph(self, peer: bytes, msg: GraphMsg, arrays: Any, now: float) -> list[Send]:
@@ -166,7 +170,7 @@ class Registry(StateTables):
         self._check_requests(peer)
         version = self.graph_specs.get(spec.name, (0, spec))[0] + 1
         compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
-                                     self._keys())
+                                     self._keys(), self._hosts())
         self.graphs[spec.name] = compiled
         self.graph_specs[spec.name] = (version, spec)
         self.store.save_graph(spec.name, version, spec.model_dump())
@@ -199,7 +203,7 @@ class Registry(StateTables):
                 continue
             try:
                 compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
-                                     self._keys())
+                                     self._keys(), self._hosts())
             except InteropError:
                 continue  # some other worker is not here yet; its registration retries
             self.graphs[name] = compiled

@@ -63,9 +63,35 @@ class Requests(StateTables):
                     "graphs": len(self.graph_specs), "runs_active": len(self.runs),
                     "runs_ok": self.finished_ok, "runs_failed": self.finished_failed,
                     "epoch": self.epoch}
+        elif msg.what == "routes":
+            body = self._routes(msg.graph)
         else:
             return self._result(peer, msg)
         return [Send(peer, reply(msg, body))]
+
+    def _routes(self, graph: str | None) -> dict[str, Any]:
+        """Where a client sends a direct run's inputs and who sends back its outputs (SPEC
+        section 16); ``direct`` false with ``why`` when the graph must go through us."""
+        compiled = self.graphs.get(graph or "")
+        if compiled is None:
+            raise UnknownTargetError(f"no graph named {graph!r} is ready", field="graph")
+
+        def worker(name: str) -> dict[str, Any]:
+            w = self.workers[name]
+            return {"worker": name, "endpoint": w.endpoint, "public_key": w.public_key,
+                    "host": w.host}
+        why = compiled.direct_refusal()
+        if why is not None:
+            return {"graph": compiled.spec.name, "version": compiled.version, "direct": False,
+                    "why": why, "epoch": self.epoch}
+        return {"graph": compiled.spec.name, "version": compiled.version, "direct": True,
+                "epoch": self.epoch, "routes_id": compiled.routes_id,
+                "inputs": {gin: [{**worker(w), "node": node, "input": inp}
+                                 for w, node, inp in routes]
+                           for gin, routes in compiled.input_routes.items()},
+                "input_specs": {gin: spec.model_dump(exclude_none=True)
+                                for gin, spec in compiled.input_specs.items()},
+                "outputs": {gout: worker(w) for gout, w in compiled.output_workers.items()}}
 
     def _fitted(self, key: str, items: list[Any]) -> dict[str, Any]:
         """``{key: items}``, cut so that the answer fits in a header; ``truncated`` counts

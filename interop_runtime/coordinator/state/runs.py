@@ -27,6 +27,7 @@ from interop_runtime.wire.errors import (
     InteropError,
     RunCancelledError,
     UnknownTargetError,
+    UnsupportedError,
     WorkerLostError,
     make_error,
 )
@@ -60,7 +61,9 @@ class Runs(StateTables):
         if "~" in msg.run:
             raise BadHeaderError("run ids must not contain '~' (it marks retry attempts)",
                                  field="run")
-        nbytes = sum(a.nbytes for a in arrays.values())
+        if msg.direct:
+            self._check_direct(msg, compiled, arrays)
+        nbytes = msg.input_bytes if msg.direct else sum(a.nbytes for a in arrays.values())
         self.admission.check(peer, nbytes)
         # runs have owners only under CURVE: without a key there is no record to protect
         if self.caller_key is not None and self.store.run_owned_by_other(msg.run,
@@ -71,7 +74,7 @@ class Runs(StateTables):
             if name not in compiled.input_routes:
                 raise UnknownTargetError(f"graph {msg.graph!r} has no input {name!r} (inputs: "
                                          f"{', '.join(compiled.input_routes) or 'none'})", field=name)
-        for name, expected in compiled.input_specs.items():
+        for name, expected in ({} if msg.direct else compiled.input_specs).items():
             if name not in arrays:
                 raise BadHeaderError(f"graph input {name!r} is missing", field=name)
             check_array(expected, arrays[name], where=f"graph input {name!r}")
@@ -85,7 +88,7 @@ class Runs(StateTables):
         timeout = msg.timeout_s if msg.timeout_s is not None else self.default_run_timeout_s
         rec = RunRecord(run=msg.run, graph=msg.graph, client=peer, client_msg=msg.id, started=now,
                         deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers,
-                        owner=self.caller_key, input_bytes=nbytes)
+                        owner=self.caller_key, input_bytes=nbytes, direct=msg.direct)
         if any(n.retries for n in spec.nodes.values()):
             rec.inputs = dict(arrays)
         self.runs[msg.run] = rec
@@ -97,19 +100,55 @@ class Runs(StateTables):
                                    urgent=True)
         # a run whose client waits for its reply touches no SQLite on its way: after a crash,
         # the client's epoch check ends it (coordinator_restarted)
+        if msg.direct:  # the client sent the inputs itself; completions may be here already
+            self._track(rec, compiled)
+            out = []
+            for worker, done, outputs in self.early_done.pop(rec.wire_run, ()):
+                out += self._on_done(worker, done, outputs, now)
+            return out
         out = self._dispatch(rec, compiled, arrays)
         if msg.detach:
             out.append(Send(peer, reply(msg, {"run": msg.run, "state": "running",
                                               "epoch": self.epoch})))
         return out
 
+    def _check_direct(self, msg: RunMsg, compiled: CompiledGraph,
+                      arrays: dict[str, np.ndarray]) -> None:
+        if arrays:
+            raise BadHeaderError("a direct RUN carries no tensors: the client sends them to "
+                                 "the workers", field="tensors")
+        if msg.detach:
+            raise BadHeaderError("a detached run goes through the coordinator, not direct",
+                                 field="direct")
+        why = compiled.direct_refusal()
+        if why is not None:
+            raise UnsupportedError(f"graph {msg.graph!r} cannot run direct: {why}",
+                                   field="direct")
+        if msg.routes != compiled.routes_id:
+            raise UnknownTargetError(f"graph {msg.graph!r} was compiled again since these "
+                                     f"routes were read: ask QUERY routes again",
+                                     field="routes")
+
+    def _track(self, rec: RunRecord, compiled: CompiledGraph) -> None:
+        rec.outstanding = {n: s.worker for n, s in compiled.spec.nodes.items()}
+        for wname in rec.workers:
+            self.runs_by_worker[wname].add(rec.run)
+
+    def _hold_early(self, peer: bytes, msg: DoneMsg, arrays: dict[str, np.ndarray],
+                    now: float) -> None:
+        """A DONE for a run we do not know: a direct run's workers may finish before its
+        RUN record reaches us. Kept briefly, and boundedly; most are late DONEs of ended
+        runs, which simply expire."""
+        if len(self.early_done) >= self.limits.max_early_done:
+            self.early_done.popitem(last=False)
+        self.early_done.setdefault(msg.run, []).append((peer, msg, arrays))
+        self.early_done_at.setdefault(msg.run, now)
+
     def _dispatch(self, rec: RunRecord, compiled: CompiledGraph, arrays: dict[str, np.ndarray]
                   ) -> list[Send]:
         """Send a run's inputs (and empty triggers for source nodes) to their workers."""
         spec = compiled.spec
-        rec.outstanding = {n: s.worker for n, s in spec.nodes.items()}
-        for wname in rec.workers:
-            self.runs_by_worker[wname].add(rec.run)
+        self._track(rec, compiled)
         batches: dict[tuple[str, str], dict[str, np.ndarray]] = defaultdict(dict)
         for gin, routes in compiled.input_routes.items():
             for worker, node, inp in routes:
@@ -151,7 +190,10 @@ class Runs(StateTables):
     def _on_done(self, peer: bytes, msg: DoneMsg, arrays: dict[str, np.ndarray], now: float
                  ) -> list[Send]:
         rec = self.runs.get(self.wire_runs.get(msg.run, msg.run))
-        if rec is None or msg.run != rec.wire_run or msg.node not in rec.outstanding:
+        if rec is None:
+            self._hold_early(peer, msg, arrays, now)
+            return []
+        if msg.run != rec.wire_run or msg.node not in rec.outstanding:
             return []  # a run that already failed or was cancelled, or an earlier attempt
         owner = self.workers.get(rec.outstanding[msg.node])
         if owner is None or owner.identity != peer:
@@ -201,6 +243,9 @@ class Runs(StateTables):
             self.store.save_result(rec.run, rec.outputs)
             return []
         self._remember(rec, "done")
+        if rec.direct and not rec.outputs:
+            return []  # the client has its outputs from the workers already
+        body["relayed"] = rec.direct  # outputs a worker could not send the client itself
         reply = ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=rec.client_msg,
                          body=body)
         return [Send(rec.client, reply, rec.outputs, run=rec.run, owner=rec.owner,

@@ -1,0 +1,321 @@
+"""Direct runs: the client sends a graph's inputs to the workers that consume them and takes
+its outputs from the workers that produce them (protocol/SPEC.md section 16). The
+coordinator hears of the run in a small RUN without tensors and keeps its record, its
+deadline and failure detection; it is off the data path, so a 2-worker chain is 3 hops.
+
+One ``DirectPath`` per thread that owns sockets: the caller's SyncChannel, or the client's
+I/O thread. Every DEALER to a worker carries the same random routing id, which is how a
+producing worker addresses the outputs back to us. Tensors for a worker on our host go
+through shared memory (transport/shm.py); outputs sent to us that way are copied out and
+released at once, so a result never pins a worker's segment.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import zmq
+
+from interop_runtime.graph.signatures import check_array
+from interop_runtime.transport.security import Security
+from interop_runtime.transport.shm import SegmentPool, ShmHandle, host_key
+from interop_runtime.transport.shm_maps import SegmentMaps
+from interop_runtime.transport.sockets import connect_dealer, send_msg
+from interop_runtime.wire.codec import decode, new_id
+from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
+from interop_runtime.wire.errors import (
+    BadHeaderError,
+    InteropError,
+    RunTimeoutError,
+    UnknownTargetError,
+    make_error,
+)
+from interop_runtime.wire.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    DataMsg,
+    ErrorMsg,
+    ReplyMsg,
+    TensorSpec,
+)
+
+log = logging.getLogger("interop.client")
+
+SHM_MIN_BYTES = 64 * 1024
+MAX_DIRECT_RUNS = 10_000  # runs one path collects at once
+WARM_TIMEOUT_S = 5.0
+
+
+@dataclass
+class Routes:
+    """A QUERY routes answer: where each graph input goes, who sends each output."""
+
+    graph: str
+    routes_id: str
+    inputs: dict[str, list[dict[str, Any]]]
+    outputs: dict[str, dict[str, Any]]
+    input_specs: dict[str, TensorSpec]
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> Routes | None:
+        if not body.get("direct"):
+            return None
+        return cls(graph=body["graph"], routes_id=body["routes_id"], inputs=body["inputs"],
+                   outputs=body["outputs"],
+                   input_specs={k: TensorSpec.model_validate(v)
+                                for k, v in body.get("input_specs", {}).items()})
+
+    def workers(self) -> dict[str, str | None]:
+        """Every worker endpoint a run touches -> its inbox's CURVE key."""
+        found = {r["endpoint"]: r.get("public_key") for rs in self.inputs.values() for r in rs}
+        found.update({r["endpoint"]: r.get("public_key") for r in self.outputs.values()})
+        return found
+
+
+@dataclass
+class DirectRun:
+    run: str
+    graph: str
+    msg_id: str  # the RUN's id: the coordinator's answers refer to it
+    wanted: set[str]
+    deadline: float
+    started: float = field(default_factory=time.monotonic)
+    started_unix_us: int = field(default_factory=lambda: time.time_ns() // 1000)
+    outputs: dict[str, np.ndarray] = field(default_factory=dict)
+    timings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    endpoints: set[str] = field(default_factory=set)
+    msg_ids: list[str] = field(default_factory=list)  # what we sent for it
+
+    @property
+    def complete(self) -> bool:
+        return self.wanted <= set(self.outputs)
+
+    def body(self) -> dict[str, Any]:
+        """The run's record as the coordinator would reply it; ``done_us`` from each node's
+        own clock (workers on other hosts: as good as the clocks agree)."""
+        timings = {}
+        for node, t in self.timings.items():
+            t = dict(t)
+            end = t.pop("end_unix_us", None)
+            if isinstance(end, int):
+                t["done_us"] = max(0, end - self.started_unix_us)
+            timings[node] = t
+        return {"run": self.run, "graph": self.graph, "timings": timings,
+                "elapsed_us": int((time.monotonic() - self.started) * 1e6)}
+
+
+class DirectPath:
+    def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], security: Security | None,
+                 max_message_bytes: int | None, poller: zmq.Poller) -> None:
+        self.ctx, self.security, self.max_bytes, self.poller = (ctx, security,
+                                                                 max_message_bytes, poller)
+        self.identity = secrets.token_bytes(16)
+        self.host = host_key()
+        self.pool: SegmentPool | None = None  # made on the first large same-host input
+        self.maps = SegmentMaps(max_maps=64) if self.host else None
+        self.sockets: dict[str, zmq.Socket[bytes]] = {}
+        self.endpoint_of: dict[zmq.Socket[bytes], str] = {}
+        self.warm: set[str] = set()
+        self.runs: dict[str, DirectRun] = {}
+        self.by_msg: dict[str, str] = {}  # id of a DATA or RUN we sent -> its run
+
+    # --- sockets ---------------------------------------------------------------------------
+
+    def socket(self, endpoint: str, key: str | None) -> zmq.Socket[bytes]:
+        sock = self.sockets.get(endpoint)
+        if sock is None:
+            sock = connect_dealer(self.ctx, endpoint, identity=self.identity,
+                                  max_message_bytes=self.max_bytes, security=self.security,
+                                  server_key=key)
+            self.sockets[endpoint], self.endpoint_of[sock] = sock, endpoint
+            self.poller.register(sock, zmq.POLLIN)
+        return sock
+
+    def warm_up(self, routes: Routes) -> None:
+        """Ping every worker of the routes once, so that each knows our routing id before
+        it has outputs for us (otherwise they would go the slow way, via the coordinator)."""
+        waiting: dict[str, zmq.Socket[bytes]] = {}
+        for endpoint, key in routes.workers().items():
+            if endpoint not in self.warm:
+                waiting[endpoint] = sock = self.socket(endpoint, key)
+                send_msg(sock, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
+                                          action="ping"))
+        deadline = time.monotonic() + WARM_TIMEOUT_S
+        for endpoint, sock in waiting.items():
+            while (left := deadline - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
+                env = decode(sock.recv_multipart(copy=False))
+                if isinstance(env.msg, (ReplyMsg, ErrorMsg)):
+                    self.warm.add(endpoint)  # an answer of any kind: the route is there
+                    break
+
+    # --- a run -----------------------------------------------------------------------------
+
+    def drain(self) -> list[tuple[DirectRun, InteropError | None]]:
+        """Take what the workers sent while nobody listened (releases, late outputs), so
+        that the segments they hand back are reused rather than new ones made."""
+        done = []
+        for sock in list(self.sockets.values()):
+            while sock.poll(0):
+                event = self.on_frames(sock, sock.recv_multipart(copy=False))
+                if event is not None:
+                    done.append(event)
+        return done
+
+    @staticmethod
+    def check_inputs(routes: Routes, arrays: Mapping[str, Any]) -> None:
+        """What the coordinator checks of a run's inputs, checked here before anything is
+        sent: a direct run's inputs never pass through it."""
+        for name in arrays:
+            if name not in routes.inputs:
+                raise UnknownTargetError(f"graph {routes.graph!r} has no input {name!r} "
+                                         f"(inputs: {', '.join(routes.inputs) or 'none'})",
+                                         field=name)
+        for name, spec in routes.input_specs.items():
+            if name not in arrays:
+                raise BadHeaderError(f"graph input {name!r} is missing", field=name)
+            check_array(spec, arrays[name], where=f"graph input {name!r}")
+
+    def start(self, routes: Routes, run: str, msg_id: str, arrays: Mapping[str, Any],
+              timeout_s: float) -> DirectRun:
+        """Send a run's (checked) inputs to their workers."""
+        if len(self.runs) >= MAX_DIRECT_RUNS:
+            self.expire(time.monotonic(), force=True)
+        rec = DirectRun(run=run, graph=routes.graph, msg_id=msg_id, wanted=set(routes.outputs),
+                        deadline=time.monotonic() + timeout_s)
+        batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        keys: dict[str, tuple[str | None, str | None]] = {}
+        for gin, targets in routes.inputs.items():
+            for t in targets:
+                batches.setdefault((t["endpoint"], t["node"]), {})[t["input"]] = arrays[gin]
+                keys[t["endpoint"]] = (t.get("public_key"), t.get("host"))
+        self.runs[run] = rec
+        self.by_msg[msg_id] = run
+        rec.msg_ids.append(msg_id)
+        for (endpoint, node), tensors in batches.items():
+            key, host = keys[endpoint]
+            framed, shared = self._split(tensors, host, (endpoint, run))
+            msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src="client", graph=routes.graph,
+                          run=run, node=node, client_host=self.host)
+            self.by_msg[msg.id] = run
+            rec.msg_ids.append(msg.id)
+            rec.endpoints.add(endpoint)
+            send_msg(self.socket(endpoint, key), msg, framed, shared=shared)
+        return rec
+
+    def _split(self, tensors: Mapping[str, np.ndarray], host: str | None,
+               holder: tuple[str, str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        if self.host is None or host != self.host:
+            return dict(tensors), {}
+        framed: dict[str, np.ndarray] = {}
+        shared: dict[str, Any] = {}
+        for name, array in tensors.items():
+            if array.nbytes < SHM_MIN_BYTES:
+                framed[name] = array
+                continue
+            if self.pool is None:
+                self.pool = SegmentPool(max_bytes=1 << 30)
+            handle = self.pool.write(np.ascontiguousarray(array), holder)
+            shared[name] = (wire_dtype(array.dtype), list(array.shape), handle.to_wire())
+        return framed, shared
+
+    def on_frames(self, sock: zmq.Socket[bytes], frames: list[Any]
+                  ) -> tuple[DirectRun, InteropError | None] | None:
+        """One message from a worker: a run that is now complete (or failed), or None."""
+        try:
+            env = decode(frames, max_bytes=self.max_bytes or (1 << 31))
+        except InteropError as exc:
+            log.warning("undecodable message from a worker: %s", exc)
+            return None
+        msg, endpoint = env.msg, self.endpoint_of.get(sock, "")
+        if isinstance(msg, DataMsg):
+            arrays = dict(env.arrays)
+            if env.shared:
+                arrays.update(self._copy_out(sock, msg.run, env.shared))
+            rec = self.runs.get(msg.run)
+            if rec is None:
+                return None  # a run we gave up on
+            rec.outputs.update({n: a for n, a in arrays.items() if n in rec.wanted})
+            rec.timings.update(msg.timings or {})
+            return (rec, None) if rec.complete else None
+        if isinstance(msg, ControlMsg) and msg.action == "release":
+            self._released(msg, endpoint)
+        elif isinstance(msg, ErrorMsg):
+            run = msg.run or self.by_msg.get(msg.reply_to or "")
+            rec = self.runs.get(run or "")
+            if rec is not None:
+                return rec, make_error(msg.code, msg.message, field=msg.field, node=msg.node,
+                                       edge=msg.edge, worker=msg.worker)
+        return None
+
+    def _copy_out(self, sock: zmq.Socket[bytes], run: str, shared: Mapping[str, Any]
+                  ) -> dict[str, np.ndarray]:
+        out, handles = {}, []
+        for name, meta in shared.items():
+            try:
+                handle = ShmHandle.from_wire(meta.shm.model_dump())
+                if self.maps is None:
+                    raise BadHeaderError("this client declined shared memory")
+                view = self.maps.view(handle, to_numpy_dtype(meta.dtype), tuple(meta.shape))
+            except InteropError as exc:
+                log.warning("refused a shared-memory output: %s", exc)
+                continue
+            out[name] = np.array(view)  # ours now: the segment goes back at once
+            handles.append(handle.to_wire())
+        if handles:
+            send_msg(sock, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
+                                      action="release", run=run, args={"handles": handles}))
+        return out
+
+    def _released(self, msg: ControlMsg, endpoint: str) -> None:
+        handles = msg.args.get("handles")
+        if self.pool is None or not isinstance(handles, list):
+            return
+        for raw in handles[:1024]:
+            try:
+                self.pool.release(ShmHandle.from_wire(raw), (endpoint, msg.run or ""))
+            except InteropError as exc:
+                log.warning("a worker released a segment it does not hold: %s", exc)
+
+    def relayed(self, rec: DirectRun, arrays: Mapping[str, np.ndarray]) -> bool:
+        """Outputs the coordinator relayed (a worker could not reach us); True if complete."""
+        rec.outputs.update({n: a for n, a in arrays.items() if n in rec.wanted})
+        return rec.complete
+
+    def finish(self, rec: DirectRun, *, failed: bool = False) -> None:
+        """Forget a run; after a failure, take back the segments its workers will not
+        release."""
+        self.runs.pop(rec.run, None)
+        for msg_id in rec.msg_ids:
+            self.by_msg.pop(msg_id, None)
+        if failed and self.pool is not None:
+            for endpoint in rec.endpoints:
+                self.pool.reclaim((endpoint, rec.run))
+
+    def run_of(self, msg_id: str | None) -> DirectRun | None:
+        return self.runs.get(self.by_msg.get(msg_id or "", ""))
+
+    def expire(self, now: float, *, force: bool = False) -> list[tuple[DirectRun, InteropError]]:
+        """Runs past their deadline (the coordinator's timeout normally ends them first)."""
+        late = [r for r in self.runs.values() if now > r.deadline + 5.0]
+        if force and not late:
+            late = [min(self.runs.values(), key=lambda r: r.deadline)]
+        out = []
+        for rec in late:
+            self.finish(rec, failed=True)
+            out.append((rec, RunTimeoutError(f"run {rec.run} got no outputs in time")))
+        return out
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            self.poller.unregister(sock)
+            sock.close(0)
+        self.sockets.clear()
+        for part in (self.pool, self.maps):
+            if part is not None:
+                part.close()

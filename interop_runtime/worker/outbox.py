@@ -1,0 +1,120 @@
+"""Where a finished node's outputs go: to the consumers' inboxes, to a direct run's client,
+and, as a small DONE, to the coordinator (protocol/SPEC.md sections 8 and 16).
+
+A direct run's graph outputs go straight back to its client over our inbox, which the
+client dialled. If it has not (or its queue is full), they ride on the DONE instead and
+the coordinator relays them: slower, never lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import zmq
+
+from interop_runtime.transport.sockets import send_msg
+from interop_runtime.wire.codec import new_id
+from interop_runtime.wire.errors import BusyError, InteropError
+from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, DataMsg, DoneMsg
+from interop_runtime.worker.dataplane import DataPlane
+from interop_runtime.worker.peers import PeerSockets
+from interop_runtime.worker.state import Ready, RunMeta
+
+log = logging.getLogger("interop.worker")
+
+Local = tuple[str, str, str, dict[str, np.ndarray], RunMeta]  # DATA for our own nodes
+
+
+class Outbox:
+    def __init__(self, name: str, endpoint: str, inbox: zmq.Socket[bytes],
+                 coord: zmq.Socket[bytes], peers: PeerSockets, plane: DataPlane) -> None:
+        self.name, self.endpoint = name, endpoint
+        self.inbox, self.coord, self.peers, self.plane = inbox, coord, peers, plane
+
+    def deliver(self, ready: Ready, outputs: Mapping[str, np.ndarray], compute_us: int
+                ) -> list[Local]:
+        """Send one node's outputs on; returns the DATA addressed to our own nodes."""
+        plan, run, graph, meta = ready.plan, ready.run, ready.graph, ready.meta
+        batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
+        hosts: dict[str, str | None] = {}
+        for out, routes in plan.routes.items():
+            for route in routes:
+                batches.setdefault((route.endpoint, route.node), {})[route.input] = outputs[out]
+                hosts[route.endpoint] = route.host
+        bytes_out = sum(a.nbytes for (ep, _), ts in batches.items() if ep != self.endpoint
+                        for a in ts.values())
+        timing = {"worker": self.name, "compute_us": compute_us,
+                  "wait_us": int(ready.wait_s * 1e6), "bytes_out": bytes_out,
+                  "end_unix_us": time.time_ns() // 1000}  # the client makes done_us of it
+        timings = {**meta.timings, plan.node: timing} if meta.client else None
+        local: list[Local] = []
+        for (endpoint, node), tensors in batches.items():
+            if endpoint == self.endpoint:
+                local.append((graph, run, node, self.plane.owned(tensors),
+                              RunMeta(meta.client, meta.client_host, dict(timings or {}))))
+                continue
+            msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph, run=run,
+                          node=node, client=meta.client, client_host=meta.client_host,
+                          timings=timings)
+            try:  # never block on a stalled peer: its queue full fails this run, not the worker
+                framed, shared = self.plane.split(tensors, hosts[endpoint], (endpoint, run),
+                                                  meta.leases)
+                send_msg(self.peers.get(endpoint), msg, framed, flags=zmq.NOBLOCK,
+                         shared=shared)
+            except zmq.Again:
+                self.fail(graph, run, plan.node, BusyError(
+                    f"the inbox at {endpoint} is not keeping up (its queue is full)",
+                    node=node))
+                return local
+            except InteropError as exc:  # the shared-memory pool is full
+                self.fail(graph, run, plan.node, exc)
+                return local
+        results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
+        if results and meta.client and self._to_client(ready, results, timings):
+            results = {}
+        send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
+                                     run=run, node=plan.node, compute_us=compute_us,
+                                     wait_us=timing["wait_us"], bytes_out=bytes_out),
+                 self.plane.owned(results))
+        return local
+
+    def _to_client(self, ready: Ready, results: dict[str, np.ndarray],
+                   timings: dict[str, Any] | None) -> bool:
+        """Graph outputs straight to the direct run's client; False if it cannot be reached."""
+        client = ready.meta.client
+        assert client is not None
+        holder = (client, ready.run)
+        try:
+            framed, shared = self.plane.split(results, ready.meta.client_host, holder, [])
+        except InteropError:
+            return False  # the pool is full: the coordinator relays them as frames
+        msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=ready.graph,
+                      run=ready.run, node=ready.plan.node, timings=timings)
+        try:
+            send_msg(self.inbox, msg, framed, peer=bytes.fromhex(client), flags=zmq.NOBLOCK,
+                     shared=shared)
+            return True
+        except zmq.ZMQError as exc:  # not connected (ROUTER_MANDATORY), or its queue is full
+            log.info("client of run %s not reachable (%s); the coordinator relays", ready.run,
+                     exc)
+            self.plane.cancel_holder(holder)
+            return False
+
+    def release(self, by_sender: Mapping[bytes, list[Any]], run: str) -> None:
+        """Hand segments back to whoever sent them, on the connection they came on."""
+        for sender, handles in by_sender.items():
+            msg = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, action="release",
+                             run=run, args={"handles": [h.to_wire() for h in handles]})
+            try:
+                send_msg(self.inbox, msg, peer=sender, flags=zmq.NOBLOCK)
+            except zmq.ZMQError:  # the sender is gone; its pool went with it
+                pass
+
+    def fail(self, graph: str, run: str, node: str, exc: InteropError) -> None:
+        send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
+                                     run=run, node=node, ok=False, code=exc.code.value,
+                                     message=exc.message))
