@@ -80,15 +80,23 @@ def tensor_values(a: np.ndarray) -> Any:
 # --- building vectors ------------------------------------------------------------------------
 
 def vector(name: str, description: str, msg: Header, arrays: Mapping[str, Any] | None = None, *,
-           layouts: Mapping[str, str] | None = None, devices: Mapping[str, str] | None = None
-           ) -> dict[str, Any]:
-    frames = [bytes(f) for f in encode(msg, arrays, layouts=layouts, devices=devices)]
-    tensors = {}
+           layouts: Mapping[str, str] | None = None, devices: Mapping[str, str] | None = None,
+           shared: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    frames = [bytes(f) for f in encode(msg, arrays, layouts=layouts, devices=devices,
+                                       shared=shared)]
+    tensors, in_shm = {}, {}
     for meta in msg.tensors:
+        if meta.frame == 0:  # in shared memory: the header says where, no frame
+            in_shm[meta.name] = {"dtype": meta.dtype, "shape": meta.shape,
+                                 "shm": meta.shm.model_dump() if meta.shm else None}
+            continue
         a = np.frombuffer(frames[meta.frame], to_numpy_dtype(meta.dtype)).reshape(meta.shape)
         tensors[meta.name] = {"dtype": meta.dtype, "shape": meta.shape, "values": tensor_values(a)}
-    return {"name": name, "description": description, "frames": [f.hex() for f in frames],
-            "header": msgpack.unpackb(frames[0], raw=False), "tensors": tensors}
+    out = {"name": name, "description": description, "frames": [f.hex() for f in frames],
+           "header": msgpack.unpackb(frames[0], raw=False), "tensors": tensors}
+    if in_shm:
+        out["shared"] = in_shm
+    return out
 
 
 def invalid(name: str, description: str, frames: Sequence[bytes], code: str,
@@ -382,9 +390,76 @@ def tensor_vectors() -> list[dict[str, Any]]:
     return out
 
 
+HOST = "8f3c2a1e-5b7d-4e90-a1c2-3d4e5f607182:4026531836:1000"  # boot_id:pidns:uid
+CLIENT_ID = "a3f1c2d4e5b60718293a4b5c6d7e8f90"  # the client's routing id, hex
+ROUTES_ID = "6b1f0e2d3c4a59687f8e9d0c1b2a3948"
+HANDLE = {"token": "2e9a7c4b1d0f38a6e5b4c3d2f1a09e8d", "pid": 4242, "fd": 17, "off": 64,
+          "len": 64 << 20, "gen": 3}
+
+
+def direct_flow() -> list[dict[str, Any]]:
+    """Section 16 and 17: a direct run of a graph 'chain' (x -> a on w1 -> b on w2 -> y, no
+    retries), and a tensor in shared memory."""
+    worker = {"endpoint": W1_INBOX, "public_key": CURVE_KEY, "host": HOST}
+    t_a = {"worker": "w1", "compute_us": 11, "wait_us": 0, "bytes_out": 32,
+           "end_unix_us": 1764590400000120}
+    t_b = {"worker": "w2", "compute_us": 8, "wait_us": 0, "bytes_out": 0,
+           "end_unix_us": 1764590400000260}
+    return [
+        vector("register_shm", "A worker that takes shared memory announces its host key "
+               "(boot id, pid namespace, user id).",
+               RegisterMsg(v=V, id="w1-0011", src="w1", name="w1", plugin="numpy",
+                           endpoint=W1_INBOX, functions=[SCALE], pid=4242, host=HOST)),
+        vector("query_routes", "A client asks where a direct run of 'chain' sends its inputs "
+               "and who sends back its outputs.",
+               QueryMsg(v=V, id="c-0101", src="client", what="routes", graph="chain")),
+        vector("reply_routes", "The routes: graph input x goes to node a's input x on w1's "
+               "inbox; output y comes from w2. routes_id names this compilation.",
+               ReplyMsg(v=V, id="co-0101", src=CO, reply_to="c-0101", body={
+                   "graph": "chain", "version": 1, "direct": True, "epoch": EPOCH,
+                   "routes_id": ROUTES_ID,
+                   "inputs": {"x": [{"worker": "w1", **worker, "node": "a", "input": "x"}]},
+                   "input_specs": {"x": {"name": "x", "dtype": "float32", "shape": [None, 4]}},
+                   "outputs": {"y": {"worker": "w2", "endpoint": W2_INBOX,
+                                     "public_key": CURVE_KEY, "host": HOST}}})),
+        vector("run_direct", "The run's record for the coordinator: no tensors, their size for "
+               "admission, and the routes it used.",
+               RunMsg(v=V, id="c-0102", src="client", graph="chain", run="run-0003",
+                      timeout_s=30.0, direct=True, input_bytes=32, routes=ROUTES_ID)),
+        vector("data_direct_input", "At the same time, the client sends node a its input, on "
+               "w1's inbox (w1 learns the client's routing id from the connection).",
+               DataMsg(v=V, id="c-0103", src="client", graph="chain", run="run-0003", node="a",
+                       client_host=HOST), {"x": X}),
+        vector("data_direct_edge", "w1 to w2: the edge, with the client's routing id and host "
+               "key, and node a's timing.",
+               DataMsg(v=V, id="w1-0103", src="w1", graph="chain", run="run-0003", node="b",
+                       client=CLIENT_ID, client_host=HOST, timings={"a": t_a}), {"x": A_OUT}),
+        vector("data_direct_output", "w2 to the client, on w2's inbox to the client's routing "
+               "id: graph output y, with the timings of the nodes upstream of it.",
+               DataMsg(v=V, id="w2-0103", src="w2", graph="chain", run="run-0003", node="b",
+                       timings={"a": t_a, "b": t_b}), {"y": Y}),
+        vector("data_shm", "A 64 MiB tensor between two processes with the same host key: "
+               "frame 0 and a handle to segment 2e9a... of process 4242 at generation 3. The "
+               "message has no buffer frame.",
+               DataMsg(v=V, id="w1-0104", src="w1", graph="chain", run="run-0004", node="b",
+                       client=CLIENT_ID, client_host=HOST),
+               shared={"x": ("float32", [4096, 4096], HANDLE)}),
+        vector("control_release", "w2 has run node b: it hands the segment back, on its inbox "
+               "to the connection the handle came on. No reply.",
+               ControlMsg(v=V, id="w2-0104", src="w2", action="release", run="run-0004",
+                          args={"handles": [HANDLE]})),
+        vector("error_bad_handle", "A handle that does not open a live segment at its "
+               "generation: refused, without quoting it.",
+               ErrorMsg(v=V, id="w2-0105", src="w2", reply_to="x-0104", code="bad_handle",
+                        message="stale shared-memory handle: the segment was reused",
+                        field="tensors", run="run-0005")),
+    ]
+
+
 def valid_vectors() -> list[dict[str, Any]]:
     groups: list[Callable[[], list[dict[str, Any]]]] = [
-        worker_flow, graph_flow, run_flow, control_param_flow, error_examples, tensor_vectors]
+        worker_flow, graph_flow, run_flow, control_param_flow, error_examples, tensor_vectors,
+        direct_flow]
     return [v for g in groups for v in g()]
 
 
@@ -442,8 +517,22 @@ def invalid_vectors() -> list[dict[str, Any]]:
                 [_pack(_data(tensors=[_t("a", "float32", ["4"], 1)])), four], "bad_header"),
         invalid("negative_dimension", "A shape entry below zero.",
                 [_pack(_data(tensors=[_t("a", "float32", [-4], 1)])), four], "bad_header"),
-        invalid("frame_zero", "A tensor pointing at frame 0, the header.",
+        invalid("frame_zero", "A tensor pointing at frame 0 (the header) without a "
+                "shared-memory handle.",
                 [_pack(_data(tensors=[_t("a", "float32", [4], 0)])), four], "bad_header"),
+        invalid("shm_and_frame", "A tensor that names both a buffer frame and a shared-memory "
+                "handle.",
+                [_pack(_data(tensors=[{**_t("a", "float32", [4], 1), "shm": {**HANDLE,
+                                                                           "len": 16}}])),
+                 four], "bad_header"),
+        invalid("shm_length_mismatch", "A shared-memory handle whose length is not dtype x "
+                "shape.",
+                [_pack(_data(tensors=[{**_t("a", "float32", [4], 0), "shm": {**HANDLE,
+                                                                           "len": 15}}]))],
+                "bad_tensor"),
+        invalid("shm_bad_token", "A handle whose token is not 32 lowercase hex digits.",
+                [_pack(_data(tensors=[{**_t("a", "float32", [4], 0), "shm": {
+                    **HANDLE, "token": "../../etc/passwd", "len": 16}}]))], "bad_header"),
         invalid("frame_referenced_twice", "Two tensors share one buffer frame.",
                 [_pack(_data(tensors=[_t("a", "float32", [4], 1), _t("b", "float32", [4], 1)])),
                  four], "bad_header"),

@@ -39,7 +39,7 @@ from bench.fuzz_handlers import (
     honest_graph,
     inconsistent_tensors,
 )
-from interop_runtime import LocalCluster, ProtocolError
+from interop_runtime import PROTOCOL_VERSION, LocalCluster, ProtocolError
 from interop_runtime.client.testing import dial
 from interop_runtime.wire.codec import decode
 
@@ -81,7 +81,7 @@ def test_fuzzed_messages_get_typed_answers_and_the_cluster_serves_on(
 # --- the generator keeps its promises ------------------------------------------------------
 
 def _data_frames(t: Tensors) -> list[bytes]:
-    header = {"kind": "data", "v": 2, "id": "m1", "graph": "g", "run": "r", "node": "n",
+    header = {"kind": "data", "v": PROTOCOL_VERSION, "id": "m1", "graph": "g", "run": "r", "node": "n",
               "tensors": t.metas}
     return [msgpack.packb(header), *t.buffers]
 
@@ -112,7 +112,7 @@ def test_an_error_about_a_long_name_still_fits_in_a_header(cluster: LocalCluster
     the 1 MiB every receiver refuses (SPEC section 12): an answer nobody can read."""
     sock = dial(cluster)
     try:
-        sock.send_multipart([msgpack.packb({"kind": "param", "v": 2, "id": "m1", "op": "list",
+        sock.send_multipart([msgpack.packb({"kind": "param", "v": PROTOCOL_VERSION, "id": "m1", "op": "list",
                                             "dst": "x" * 600_000})])
         assert sock.poll(10_000), "no answer within 10 s"
         frames = sock.recv_multipart()
@@ -136,7 +136,7 @@ def test_client_key_cannot_stop_a_worker_through_the_coordinator() -> None:
             c.register(honest_graph())
         sock = dial(lc)
         try:
-            sock.send_multipart([msgpack.packb({"kind": "control", "v": 2, "id": "m1",
+            sock.send_multipart([msgpack.packb({"kind": "control", "v": PROTOCOL_VERSION, "id": "m1",
                                                 "dst": "w2", "action": "shutdown"})])
             assert sock.poll(10_000), "no answer within 10 s"
             answer = decode(sock.recv_multipart()).msg

@@ -82,6 +82,8 @@ def test_golden_vector_decodes(path: Path) -> None:
     # the validated model says the same as the raw header (the encoding is canonical)
     assert json.loads(json.dumps(env.msg.model_dump(exclude_none=True))) == vec["header"]
     assert list(env.arrays) == list(vec["tensors"])
+    assert {n: {"dtype": m.dtype, "shape": m.shape, "shm": m.shm.model_dump() if m.shm else None}
+            for n, m in env.shared.items()} == vec.get("shared", {})
     for name, t in vec["tensors"].items():
         got = env.arrays[name]
         assert wire_dtype(got.dtype) == t["dtype"]
@@ -96,7 +98,9 @@ def test_golden_vector_reencodes_byte_exact(path: Path) -> None:
     metas = env.msg.tensors
     frames = encode(env.msg, env.arrays,
                     layouts={m.name: m.layout for m in metas if m.layout},
-                    devices={m.name: m.device for m in metas if m.device})
+                    devices={m.name: m.device for m in metas if m.device},
+                    shared={n: (m.dtype, m.shape, m.shm.model_dump())
+                            for n, m in env.shared.items() if m.shm})
     assert [bytes(f).hex() for f in frames] == vec["frames"]
 
 

@@ -80,6 +80,9 @@ def worker_start(
     device: Annotated[str, typer.Option(help="cpu, cuda or cuda:N.")] = "cpu",
     heartbeat: Annotated[float, typer.Option(help="Heartbeat interval (s).")] = 1.0,
     max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
+    shm: Annotated[bool, typer.Option(
+        help="Same-host shared memory for tensors of 64 KiB and more (--no-shm: frames "
+             "only, as between hosts).")] = True,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
     key: KeyOpt = None,
     authorized: AuthOpt = None,
@@ -114,7 +117,8 @@ def worker_start(
         host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator,
                           bind=bind, device=device, heartbeat_s=heartbeat,
                           max_message_bytes=max_message_bytes, security=security,
-                          reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise)
+                          reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise,
+                          shm=shm)
     except ValueError as exc:
         console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

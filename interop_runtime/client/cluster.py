@@ -59,6 +59,7 @@ class WorkerSpec(BaseModel):
     env: dict[str, str] = {}
     heartbeat_s: float | None = None
     bind: str | None = None  # the inbox address; "ipc" picks a socket file in the log dir
+    shm: bool = True  # same-host shared memory for large tensors (off: frames only)
 
 
 class SupervisionSpec(BaseModel):
@@ -173,7 +174,7 @@ class LocalCluster:
         args = [*_cli(w.python), "worker", "start", "--plugin", w.plugin, "--config", str(config),
                 "--coordinator", self.address, "--name", w.name, "--device", w.device,
                 "--heartbeat", str(heartbeat), "--log-format", self.spec.coordinator.log_format,
-                "--bind", self._worker_bind(w),
+                "--bind", self._worker_bind(w), *([] if w.shm else ["--no-shm"]),
                 *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc

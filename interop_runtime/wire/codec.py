@@ -171,15 +171,16 @@ def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
         error = BadTensorError if _is_tensor_dtype(first["loc"]) else BadHeaderError
         raise error(f"{kind} header is invalid at {loc}: {first['msg'][:200]}", field=loc) from None
     _check_free_form(msg)
-    shared = {m.name: m for m in msg.tensors if m.frame == 0}
-    framed = [m for m in msg.tensors if m.frame != 0] if shared else msg.tensors
-    arrays = _wrap_tensors(framed, frames, max_bytes)
+    shared: dict[str, TensorMeta] = {}
     for i, meta in enumerate(msg.tensors):
         if meta.frame == 0:
-            _check_shared(meta, f"tensors.{i}", max_bytes, seen=arrays)
+            _check_shared(meta, f"tensors.{i}", max_bytes, seen=shared)
+            shared[meta.name] = meta
         elif meta.shm is not None:
             raise BadHeaderError(f"tensor {meta.name!r} names both a frame and shared memory",
                                  field=f"tensors.{i}")
+    framed = [m for m in msg.tensors if m.frame != 0] if shared else msg.tensors
+    arrays = _wrap_tensors(framed, frames, max_bytes)
     if len(shared) + len(arrays) != len(msg.tensors):
         raise BadHeaderError("a tensor name appears twice", field="tensors")
     return Envelope(msg=msg, arrays=arrays, nbytes=total, shared=shared)
