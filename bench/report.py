@@ -357,7 +357,7 @@ def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
             ours["coordinator_plus_one_worker_mib"] <= 0.1 * ray["cluster_mib"])
         add("6. start-up, coordinator + 3 workers vs Ray with 3 actors (s)", ours["start_s"],
             ray["start_s"], "<= 1x", ours["start_s"] <= ray["start_s"])
-    one = _get(rep, "runtime", "tcp.tput_one_64m")
+    one = _get(rep, "runtime", "noshm.tput_one_64m")
     if one and raw64:
         add("3. 64 MiB hop over tcp vs raw zmq one way (GB/s per hop)", one["gbps_per_hop"],
             raw64["gbps_e2e"], ">= 0.9x", one["gbps_per_hop"] >= 0.9 * raw64["gbps_e2e"])

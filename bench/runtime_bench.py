@@ -1,18 +1,18 @@
 """Our runtime, end to end on real processes: a LocalCluster with two NumPy workers.
 
 Graphs (both nodes run ``numpy_ops.identity``, which returns its input without a copy):
-  chain: client -> coordinator -> w1.identity -> w2.identity -> coordinator -> client
-         5 socket hops carry the tensor: client->coord (RUN), coord->w1 (DATA), w1->w2 (DATA),
-         w2->coord (DONE with the graph output), coord->client (REPLY). Off that path, w1 also
-         sends the coordinator a small DONE without tensors.
-  one:   client -> coordinator -> w1.identity -> coordinator -> client: 4 socket hops.
+  chain: a direct run (SPEC section 16): client -> w1.identity -> w2.identity -> client,
+         3 hops carry the tensor; the client's small RUN and the workers' DONEs go to the
+         coordinator off that path. Through the coordinator (``viacoord``): 5 hops.
+  one:   client -> w1.identity -> client: 2 hops (through the coordinator: 4).
   call:  Client.call('w1', 'identity'): CONTROL invoke forwarded by the coordinator, 4 hops.
-Latency is ``Client.run`` wall time in the calling thread, so it includes the client's own
-thread hand-offs (caller -> I/O thread over inproc, reply -> caller through a Future).
+Latency is ``Client.run`` wall time in the calling thread.
 
-Transports: ``tcp`` (coordinator and workers on tcp://127.0.0.1) and ``ipc`` (coordinator
-bound on ipc:// from ClusterSpec.coordinator.bind; each worker's inbox on ipc:// through
-``WorkerSpec.bind``).
+Transports: ``tcp`` (everything on tcp://127.0.0.1, same-host shared memory for tensors of
+64 KiB and more), ``ipc`` (ipc:// sockets), ``curve`` (tcp with the default secure set-up),
+``noshm`` (tcp, workers with --no-shm: frames only, what peers on other hosts get) and
+``viacoord`` (tcp, ``Client(direct=False)``: every tensor through the coordinator, the
+path before direct runs).
 """
 
 from __future__ import annotations
@@ -42,7 +42,8 @@ from .common import (
     summarize_transfer,
 )
 
-HOPS = {"chain": 5, "one": 4, "call": 4}
+HOPS = {"chain": 3, "one": 2, "call": 4}
+HOPS_VIA_COORDINATOR = {"chain": 5, "one": 4, "call": 4}
 
 
 class BenchCluster(LocalCluster):
@@ -67,7 +68,10 @@ def start(transport: str, tmp: str) -> BenchCluster:
     (--insecure); curve: tcp with the default secure set-up (ephemeral CURVE keys, roles)."""
     coordinator: dict[str, Any] = {"heartbeat_s": 1.0, "curve": False}
     worker_bind: str | None = None
-    if transport == "ipc":
+    shm = transport != "noshm"
+    if transport in ("noshm", "viacoord"):
+        pass  # tcp; noshm: frames only; viacoord: the client goes through the coordinator
+    elif transport == "ipc":
         coordinator["bind"] = f"ipc://{tmp}/coord.sock"
         worker_bind = "ipc"  # a socket file per worker in the cluster's log dir
     elif transport == "curve":
@@ -75,16 +79,21 @@ def start(transport: str, tmp: str) -> BenchCluster:
             raise RuntimeError("this interop_runtime has no CoordinatorSpec.curve")
         coordinator["curve"] = True
     elif transport != "tcp":
-        raise ValueError(f"unknown transport {transport!r} (tcp, ipc, curve)")
+        raise ValueError(f"unknown transport {transport!r} (tcp, ipc, curve, noshm, viacoord)")
     spec = ClusterSpec.model_validate({
         "coordinator": coordinator,
-        "workers": [{**numpy_worker(w, "identity"), "bind": worker_bind} for w in ("w1", "w2")]})
+        "workers": [{**numpy_worker(w, "identity"), "bind": worker_bind, "shm": shm}
+                    for w in ("w1", "w2")]})
     cluster = BenchCluster(spec, log_dir=os.path.join(tmp, "logs"), ready_timeout_s=60)
     try:
         return cluster.start()
     except BaseException:
         cluster.stop()
         raise
+
+
+def hops(client: Any, what: str) -> int:
+    return (HOPS if client.direct else HOPS_VIA_COORDINATOR)[what]
 
 
 def latency(client: Any, what: str, x: np.ndarray, iters: int, warmup: int,
@@ -112,7 +121,7 @@ def latency(client: Any, what: str, x: np.ndarray, iters: int, warmup: int,
             for node, t in r.timings.items():
                 done[node].append(t["done_us"] * 1000)
     after = schedstat(procs)
-    out: dict[str, Any] = {**summarize_ns(e2e), "hops": HOPS[what],
+    out: dict[str, Any] = {**summarize_ns(e2e), "hops": hops(client, what),
                            "per_run_sched": sched_delta(before, after, procs, iters)}
     if coord:
         # where the time went, from the coordinator's own clock (medians, microseconds):
@@ -139,7 +148,7 @@ def throughput(client: Any, what: str, big: np.ndarray, iters: int) -> dict[str,
         times.append(time.perf_counter_ns() - t0)
         coord.append(r.elapsed_us / 1e3)
         del r  # free the received frame before the next run, as a consumer would
-    return {**summarize_transfer(times, big.nbytes, HOPS[what]),
+    return {**summarize_transfer(times, big.nbytes, hops(client, what)),
             "coordinator_elapsed_median_ms": float(np.median(coord))}
 
 
@@ -150,7 +159,7 @@ def measure(res: ResultFile, transport: str, args: argparse.Namespace) -> None:
     try:
         cluster = start(transport, tmp)
         res.put(f"{transport}.startup_s", time.monotonic() - t0)
-        with cluster.client(timeout_s=30) as c:
+        with cluster.client(timeout_s=30, direct=transport != "viacoord") as c:
             endpoints = {w["name"]: w["endpoint"] for w in c.workers()}
             res.put(f"{transport}.endpoints", {"coordinator": cluster.address, **endpoints})
             c.register(chain_graph())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import interop_runtime
 
 PUBLIC = {
-    "PROTOCOL_VERSION", "WIRE_DTYPES", "BadFrameError", "BadHeaderError", "BadTensorError",
+    "PROTOCOL_VERSION", "WIRE_DTYPES", "BadFrameError", "BadHandleError", "BadHeaderError", "BadTensorError",
     "BusyError", "RunCancelledError", "Client", "CoordinatorRestartedError", "UnauthorizedError", "ClusterSpec", "DTypeMismatchError", "Device",
     "DeviceUnavailable", "Envelope", "ErrorCode", "FunctionFailedError", "FunctionSpec", "Graph",
     "GraphError", "GraphSpec", "InteropError", "LayoutMismatchError", "LocalCluster",

@@ -83,6 +83,12 @@ def worker_start(
     shm: Annotated[bool, typer.Option(
         help="Same-host shared memory for tensors of 64 KiB and more (--no-shm: frames "
              "only, as between hosts).")] = True,
+    shm_pool_mib: Annotated[int, typer.Option(
+        help="Most shared memory this worker's segments take; beyond it, runs get busy.")]
+        = 4096,
+    keep_memory: Annotated[bool, typer.Option(
+        help="Keep freed memory mapped so that large frames reuse it (no page faults per "
+             "hop); --no-keep-memory returns it to the OS.")] = True,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
     key: KeyOpt = None,
     authorized: AuthOpt = None,
@@ -91,7 +97,11 @@ def worker_start(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Start a worker: load the model, register with the coordinator, serve."""
+    from interop_runtime.transport.memory import keep_freed_memory
     from interop_runtime.transport.security import check_bind_allowed
+
+    if keep_memory:  # first: before any library starts a thread
+        keep_freed_memory()
     from interop_runtime.worker.host import WorkerHost
     from interop_runtime.worker.plugin import PluginUnavailable, create_plugin
 
@@ -118,7 +128,7 @@ def worker_start(
                           bind=bind, device=device, heartbeat_s=heartbeat,
                           max_message_bytes=max_message_bytes, security=security,
                           reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise,
-                          shm=shm)
+                          shm=shm, shm_pool_bytes=shm_pool_mib << 20)
     except ValueError as exc:
         console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None

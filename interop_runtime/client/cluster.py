@@ -60,6 +60,7 @@ class WorkerSpec(BaseModel):
     heartbeat_s: float | None = None
     bind: str | None = None  # the inbox address; "ipc" picks a socket file in the log dir
     shm: bool = True  # same-host shared memory for large tensors (off: frames only)
+    shm_pool_mib: int | None = None  # the most its segments take (default 4 GiB)
 
 
 class SupervisionSpec(BaseModel):
@@ -175,6 +176,7 @@ class LocalCluster:
                 "--coordinator", self.address, "--name", w.name, "--device", w.device,
                 "--heartbeat", str(heartbeat), "--log-format", self.spec.coordinator.log_format,
                 "--bind", self._worker_bind(w), *([] if w.shm else ["--no-shm"]),
+                *(["--shm-pool-mib", str(w.shm_pool_mib)] if w.shm_pool_mib else []),
                 *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc

@@ -40,7 +40,8 @@ class DataPlane:
         self.maps = SegmentMaps() if host else None
         self.lease_s = lease_s
         self.holders_by_run: dict[str, set[Hashable]] = {}
-        # (token, gen) of a received segment forwarded downstream -> [sender, handle, count]
+        # (token, gen) of a received segment forwarded downstream -> [sender, handle, count,
+        # run]; bounded by the leases we hold, and dropped with a cancelled run
         self.forwards: dict[tuple[str, int], list[Any]] = {}
         self._next_expiry = 0.0
 
@@ -80,7 +81,7 @@ class DataPlane:
             if array.nbytes < SHM_MIN_BYTES:
                 framed[name] = self.owned({name: array})[name]
                 continue
-            handle = self._forwardable(array, upstream)
+            handle = self._forwardable(array, upstream, holder[1])
             if handle is None:
                 handle = self.pool.write(np.ascontiguousarray(array), holder)
                 self._note_holder(holder)
@@ -100,8 +101,8 @@ class DataPlane:
         if len(self.holders_by_run) > MAX_RUNS_TRACKED:  # oldest first: those expire instead
             del self.holders_by_run[next(iter(self.holders_by_run))]
 
-    def _forwardable(self, array: np.ndarray, upstream: list[tuple[bytes, ShmHandle]]
-                     ) -> ShmHandle | None:
+    def _forwardable(self, array: np.ndarray, upstream: list[tuple[bytes, ShmHandle]],
+                     run: str) -> ShmHandle | None:
         """A handle for ``array`` if it is a view of a segment we received for this node."""
         if self.maps is None or not upstream:
             return None
@@ -110,7 +111,7 @@ class DataPlane:
             return None
         for sender, up in upstream:
             if (up.token, up.gen) == (handle.token, handle.gen):
-                entry = self.forwards.setdefault((up.token, up.gen), [sender, up, 0])
+                entry = self.forwards.setdefault((up.token, up.gen), [sender, up, 0, run])
                 entry[2] += 1
                 return handle
         return None
@@ -149,6 +150,8 @@ class DataPlane:
 
     def cancel(self, run: str) -> int:
         """A run ended badly: its consumers will not release, so take their segments back."""
+        for key in [k for k, f in self.forwards.items() if f[3] == run]:
+            del self.forwards[key]  # its consumers will not release; its producer reclaims
         if self.pool is None:
             return 0
         return sum(self.pool.reclaim(h) for h in self.holders_by_run.pop(run, ()))
@@ -164,6 +167,13 @@ class DataPlane:
         self._next_expiry = now + 1.0
         if self.pool.expire(now, self.lease_s):
             log.warning("reclaimed shared-memory segments held over %.0fs", self.lease_s)
+
+    def stats(self) -> dict[str, int] | None:
+        """The pool's segments, those leased, and its bytes (None: shared memory off)."""
+        if self.pool is None:
+            return None
+        return {"segments": self.pool.segment_count, "leased": self.pool.leased_count,
+                "capacity_bytes": self.pool.capacity_bytes, "forwarded": len(self.forwards)}
 
     def close(self) -> None:
         for part in (self.pool, self.maps):

@@ -59,7 +59,7 @@ from interop_runtime.wire.messages import (
 from interop_runtime.wire.payloads import WorkerPlan
 from interop_runtime.worker.authority import check_inbox, param_request
 from interop_runtime.worker.calls import call_function
-from interop_runtime.worker.dataplane import DataPlane
+from interop_runtime.worker.dataplane import DEFAULT_POOL_BYTES, DataPlane
 from interop_runtime.worker.heartbeat import Heartbeat
 from interop_runtime.worker.outbox import Local, Outbox
 from interop_runtime.worker.peers import PeerSockets
@@ -78,7 +78,8 @@ class WorkerHost:
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  reload: Any = None, security: Security | None = None,
-                 advertise: str | None = None, shm: bool = True) -> None:
+                 advertise: str | None = None, shm: bool = True,
+                 shm_pool_bytes: int = DEFAULT_POOL_BYTES) -> None:
         self.name, self.plugin, self.plugin_name = name, plugin, plugin_name
         self.coordinator_address, self.device = coordinator, device
         self.heartbeat_s, self.max_bytes = heartbeat_s, max_message_bytes
@@ -102,7 +103,7 @@ class WorkerHost:
         self.poller.register(self.coord, zmq.POLLIN)
         self.peers = PeerSockets(self.ctx, security, max_message_bytes, self.poller)
         self.state = WorkerState()
-        self.plane = DataPlane(host_key() if shm else None)
+        self.plane = DataPlane(host_key() if shm else None, pool_bytes=shm_pool_bytes)
         self.outbox = Outbox(name, self.endpoint, self.inbox, self.coord, self.peers, self.plane)
         self.functions = {f.name: f for f in plugin.describe()}
         self.param_version = 0
@@ -364,7 +365,8 @@ class WorkerHost:
         elif action == "release":  # a client hands back outputs we sent it
             self._on_release(msg, (peer.hex() if peer else "", msg.run or ""))
         elif action == "ping":
-            self._ok(sock, peer, msg, {"name": self.name, "pending": len(self.state.pending)})
+            self._ok(sock, peer, msg, {"name": self.name, "pending": len(self.state.pending),
+                                       "shm": self.plane.stats()})
         elif action == "pause":
             self.paused = True
             self._ok(sock, peer, msg, {"paused": True})
