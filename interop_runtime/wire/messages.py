@@ -207,6 +207,8 @@ class DoneMsg(Header):
     compute_us: int = 0  # time inside the plugin
     wait_us: int = 0  # first input arrived -> last input arrived
     bytes_out: int = 0  # bytes sent to other workers
+    # a direct run: the timings of the nodes upstream of this one, which send no DONE
+    timings: dict[str, dict[str, Any]] | None = None
 
 
 # --- client <-> coordinator ---------------------------------------------------------

@@ -93,8 +93,9 @@ class DataPlane:
         which outlive our lease (a zero-copy frame is sent after we have released)."""
         if self.maps is None:
             return dict(tensors)
-        return {n: a.copy() if a.nbytes and self.maps.locate(a) is not None else a
-                for n, a in tensors.items()}
+        # an array that owns its memory (base None) is no view of anything
+        return {n: a.copy() if a.base is not None and a.nbytes and self.maps.locate(a)
+                is not None else a for n, a in tensors.items()}
 
     def _note_holder(self, holder: tuple[str, str]) -> None:
         self.holders_by_run.setdefault(holder[1], set()).add(holder)

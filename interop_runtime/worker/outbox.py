@@ -74,12 +74,14 @@ class Outbox:
                 self.fail(graph, run, plan.node, exc)
                 return local
         results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
+        if meta.client and not results:
+            return local  # a direct run: only nodes with graph outputs (or failures) report
         if results and meta.client and self._to_client(ready, results, timings):
             results = {}
         send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
                                      run=run, node=plan.node, compute_us=compute_us,
-                                     wait_us=timing["wait_us"], bytes_out=bytes_out),
-                 self.plane.owned(results))
+                                     wait_us=timing["wait_us"], bytes_out=bytes_out,
+                                     timings=timings), self.plane.owned(results))
         return local
 
     def _to_client(self, ready: Ready, results: dict[str, np.ndarray],
@@ -89,7 +91,8 @@ class Outbox:
         assert client is not None
         holder = (client, ready.run)
         try:
-            framed, shared = self.plane.split(results, ready.meta.client_host, holder, [])
+            framed, shared = self.plane.split(results, ready.meta.client_host, holder,
+                                              ready.meta.leases)
         except InteropError:
             return False  # the pool is full: the coordinator relays them as frames
         msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=ready.graph,

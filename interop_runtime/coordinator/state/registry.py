@@ -115,6 +115,9 @@ class Registry(StateTables):
             if rec is None:
                 continue
             nodes = [n for n, wk in rec.outstanding.items() if wk == w.name]
+            if not nodes and rec.direct:  # its nodes send no DONE: any of them may be running
+                spec = self.graph_specs[rec.graph][1]
+                nodes = [n for n, s in spec.nodes.items() if s.worker == w.name]
             if not nodes:
                 continue
             out += self._retry_or_fail(rec, w, nodes, why)

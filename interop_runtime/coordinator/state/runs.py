@@ -130,7 +130,11 @@ class Runs(StateTables):
                                      field="routes")
 
     def _track(self, rec: RunRecord, compiled: CompiledGraph) -> None:
-        rec.outstanding = {n: s.worker for n, s in compiled.spec.nodes.items()}
+        spec = compiled.spec
+        rec.outstanding = {n: s.worker for n, s in spec.nodes.items()}
+        if rec.direct:  # only the nodes with graph outputs report a direct run's success
+            ends = {ref.partition(".")[0] for ref in spec.outputs.values()}
+            rec.outstanding = {n: w for n, w in rec.outstanding.items() if n in ends}
         for wname in rec.workers:
             self.runs_by_worker[wname].add(rec.run)
 
@@ -193,23 +197,29 @@ class Runs(StateTables):
         if rec is None:
             self._hold_early(peer, msg, arrays, now)
             return []
-        if msg.run != rec.wire_run or msg.node not in rec.outstanding:
+        spec = self.graph_specs[rec.graph][1]
+        # a direct run waits only for the nodes with graph outputs, but any node may fail it
+        expected = rec.outstanding.get(msg.node) or (
+            spec.nodes[msg.node].worker if rec.direct and not msg.ok and msg.node in spec.nodes
+            else None)
+        if msg.run != rec.wire_run or expected is None:
             return []  # a run that already failed or was cancelled, or an earlier attempt
-        owner = self.workers.get(rec.outstanding[msg.node])
+        owner = self.workers.get(expected)
         if owner is None or owner.identity != peer:
             # only the worker the node runs on may finish it: dropped, and counted
             self.metrics.bad_messages.labels("unauthorized").inc()
             log.warning("dropped DONE for %s/%s from a connection that is not worker %s",
-                        rec.run, msg.node, rec.outstanding[msg.node])
+                        rec.run, msg.node, expected)
             return []
         if not msg.ok:
-            worker = rec.outstanding.get(msg.node)
+            worker = expected
             return self._fail_run(rec, make_error(
                 msg.code or "function_failed",
                 f"node {msg.node!r} on worker {worker!r} failed: {msg.message}",
                 node=msg.node, worker=worker))
         worker = rec.outstanding.pop(msg.node)
-        spec = self.graph_specs[rec.graph][1]
+        if msg.timings:  # a direct run's upstream nodes, which send no DONE of their own
+            rec.timings.update({n: t for n, t in msg.timings.items() if n in spec.nodes})
         mine = {g for g, ref in spec.outputs.items() if ref.partition(".")[0] == msg.node}
         rec.outputs.update({g: a for g, a in arrays.items() if g in mine})
         self.metrics.node_compute.labels(rec.graph, msg.node, worker).observe(msg.compute_us / 1e6)
