@@ -190,7 +190,14 @@ def measure(res: ResultFile, transport: str, args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     ap = section_parser()
     ap.add_argument("--no-throughput", dest="throughput", action="store_false")
+    ap.add_argument("--client-frees-memory", dest="client_keeps_memory", action="store_false",
+                    help="leave the client process's malloc alone (by default it calls "
+                         "interop_runtime.keep_freed_memory(), as the README advises a "
+                         "process that moves large tensors to)")
     args = ap.parse_args(argv)
+    if args.client_keeps_memory:  # before any zmq context starts its threads
+        from interop_runtime.transport.memory import keep_freed_memory
+        keep_freed_memory()
     sigterm_raises()
     res = ResultFile(args.out)
     res.data["malloc_env"] = malloc_env()

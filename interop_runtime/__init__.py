@@ -14,6 +14,7 @@ from interop_runtime.ops.compat.modelgraph import ModelGraph, OpInfo, ParamInfo,
 from interop_runtime.ops.migration import exportspec as exportspec
 from interop_runtime.ops.training import spec as trainspec  # noqa: F401 - a module plugins use
 from interop_runtime.transport.buffers import aligned, is_aligned
+from interop_runtime.transport.memory import keep_freed_memory
 from interop_runtime.wire.codec import Envelope, decode, encode
 from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import (
@@ -102,6 +103,7 @@ __all__ = [
     "encode",
     "import_callable",
     "is_aligned",
+    "keep_freed_memory",
     "parse_device",
     "spec",
     "to_numpy_dtype",

@@ -14,7 +14,7 @@ PUBLIC = {
     "TensorInfo", "TensorSpec", "RunTimeoutError", "TooLargeError", "UnknownFunctionError",
     "UnknownKindError",
     "UnknownTargetError", "UnsupportedError", "VersionError", "WorkerLostError", "WorkerPlugin",
-    "WorkerSpec", "aligned", "decode", "encode", "import_callable", "is_aligned",
+    "WorkerSpec", "aligned", "decode", "encode", "import_callable", "is_aligned", "keep_freed_memory",
     "parse_device", "spec", "to_numpy_dtype", "wire_dtype",
 }
 

@@ -161,7 +161,7 @@ class DirectPath:
         that the segments they hand back are reused rather than new ones made."""
         done = []
         for sock in list(self.sockets.values()):
-            while sock.poll(0):
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no poller built per socket
                 event = self.on_frames(sock, sock.recv_multipart(copy=False))
                 if event is not None:
                     done.append(event)

@@ -18,9 +18,11 @@ import numpy as np
 
 from interop_runtime.transport.shm import SegmentPool, ShmHandle
 from interop_runtime.transport.shm_maps import SegmentMaps
+from interop_runtime.wire.codec import Envelope
 from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import BadHandleError
-from interop_runtime.wire.messages import TensorMeta
+from interop_runtime.wire.messages import DataMsg, TensorMeta
+from interop_runtime.worker.state import RunMeta, WorkerState
 
 log = logging.getLogger("interop.worker")
 
@@ -64,6 +66,20 @@ class DataPlane:
             arrays[name] = self.maps.view(handle, to_numpy_dtype(meta.dtype), tuple(meta.shape))
             leases.append((sender, handle))
         return arrays, leases
+
+    def received(self, msg: DataMsg, env: Envelope, peer: bytes | None, from_coordinator: bool,
+                 state: WorkerState) -> tuple[dict[str, np.ndarray], RunMeta]:
+        """A DATA's tensors (shared memory mapped) and what travels with them. A client's
+        own DATA names it by its connection, never by a header it could forge."""
+        if env.shared and (from_coordinator or peer is None):
+            raise BadHandleError("the coordinator sends frames only", field="tensors")
+        mapped, leases = self.resolve(env.shared, peer or b"")
+        arrays = {**env.arrays, **mapped}
+        client = msg.client
+        if peer is not None and not from_coordinator and arrays and set(arrays) <= set(
+                state.plan_node(msg.graph, msg.node).client_inputs):
+            client = peer.hex()
+        return arrays, RunMeta(client, msg.client_host, dict(msg.timings or {}), leases)
 
     # --- sending ------------------------------------------------------------------------------
 

@@ -109,6 +109,7 @@ class WorkerHost:
         self.param_version = 0
         self.paused = False
         self.held: deque[Ready] = deque()
+        self._next_expiry = 0.0
         self.running = True
         self.heartbeat = Heartbeat(self.ctx, coordinator, name, heartbeat_s, security)
 
@@ -206,8 +207,11 @@ class WorkerHost:
             self.heartbeat.unknown_to_coordinator.clear()
             log.warning("coordinator does not know us (restarted?); registering again")
             self.register()
-        self.state.expire(time.monotonic())
-        self.plane.expire()
+        now = time.monotonic()
+        if now >= self._next_expiry:  # a scan of the tables, not per message
+            self._next_expiry = now + 0.5
+            self.state.expire(now)
+            self.plane.expire(now)
 
     def _on_frames(self, sock: zmq.Socket[bytes], peer: bytes | None, frames: list[Any]) -> None:
         try:
@@ -240,7 +244,8 @@ class WorkerHost:
             if not from_coordinator:
                 check_inbox(self.security, self.state, msg, {**env.arrays, **env.shared}, key)
             if isinstance(msg, DataMsg):
-                self._on_data(msg, *self._received(msg, env, peer, from_coordinator))
+                self._on_data(msg, *self.plane.received(msg, env, peer, from_coordinator,
+                                                          self.state))
             elif isinstance(msg, ControlMsg):
                 self._on_control(sock, peer, msg, env.arrays)
             elif isinstance(msg, ParamMsg):
@@ -262,20 +267,6 @@ class WorkerHost:
                                               run=getattr(msg, "run", None)))
 
     # --- DATA: the run path ------------------------------------------------------------------
-
-    def _received(self, msg: DataMsg, env: Envelope, peer: bytes | None, from_coordinator: bool
-                  ) -> tuple[dict[str, np.ndarray], RunMeta]:
-        """A DATA's tensors (shared memory mapped) and what travels with them. A client's
-        own DATA names it by its connection, never by a header it could forge."""
-        if env.shared and (from_coordinator or peer is None):
-            raise BadHandleError("the coordinator sends frames only", field="tensors")
-        mapped, leases = self.plane.resolve(env.shared, peer or b"")
-        arrays = {**env.arrays, **mapped}
-        client = msg.client
-        if peer is not None and not from_coordinator and arrays and set(arrays) <= set(
-                self.state.plan_node(msg.graph, msg.node).client_inputs):
-            client = peer.hex()
-        return arrays, RunMeta(client, msg.client_host, dict(msg.timings or {}), leases)
 
     def _on_data(self, msg: DataMsg, arrays: dict[str, np.ndarray],
                  meta: RunMeta | None = None) -> None:
