@@ -386,7 +386,13 @@ def _breakdown(rep: dict[str, Any], derived: dict[str, Any]) -> list[str]:
         ch = res.get(f"{t}.lat_chain_1k")
         if not isinstance(ch, dict) or "coordinator_elapsed_median_us" not in ch:
             continue
-        lines.append(
+        if ch.get("hops") == 3:  # a direct run: node ends by the workers' clocks
+            lines.append(
+                f"{t} (direct): end to end {fmt(ch['median_us'])} us; w1's node ended "
+                f"{fmt(ch.get('done_a_median_us'))} us and w2's {fmt(ch.get('done_b_median_us'))}"
+                f" us after the client started the run (workers' clocks)")
+        else:
+            lines.append(
             f"{t}: end to end {fmt(ch['median_us'])} us; inside the coordinator (RUN handled -> "
             f"last DONE handled) {fmt(ch['coordinator_elapsed_median_us'])} us, of which "
             f"w1's DONE came back at {fmt(ch.get('done_a_median_us'))} us and w2's at "

@@ -36,8 +36,6 @@ from interop_runtime.wire.messages import (
     MESSAGE_MODELS,
     PROTOCOL_VERSION,
     ControlMsg,
-    DataMsg,
-    DoneMsg,
     GraphMsg,
     Header,
     RegisterMsg,
@@ -244,8 +242,6 @@ def _check_free_form(msg: Header) -> None:
         check_plain(msg.body, "body")
     elif isinstance(msg, RegisterMsg):
         check_plain(msg.info, "info")
-    elif isinstance(msg, (DataMsg, DoneMsg)) and msg.timings:
-        check_plain(msg.timings, "timings")
 
 
 def is_error_message(frames: Sequence[Frame]) -> bool:

@@ -27,6 +27,9 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Ref = Annotated[str, Field(max_length=256)]  # a name that refers to something (may be empty)
 DTypeName = Literal[WIRE_DTYPES]  # type: ignore[valid-type]
+# node -> {worker, compute_us, wait_us, bytes_out, end_unix_us}: typed, so that validation
+# (not a walk in Python) keeps it to plain strings and integers
+Timings = Annotated[dict[Name, dict[Name, int | str]], Field(max_length=10_000)]
 
 
 class WireModel(BaseModel):
@@ -101,7 +104,7 @@ class DataMsg(Header):
     client: Annotated[str, Field(pattern=r"^[0-9a-f]{2,64}$")] | None = None
     client_host: Ref | None = None
     # a direct run: what the nodes upstream of this tensor cost, node -> timing map
-    timings: dict[str, dict[str, Any]] | None = None
+    timings: Timings | None = None
 
 
 ControlAction = Literal[
@@ -208,7 +211,7 @@ class DoneMsg(Header):
     wait_us: int = 0  # first input arrived -> last input arrived
     bytes_out: int = 0  # bytes sent to other workers
     # a direct run: the timings of the nodes upstream of this one, which send no DONE
-    timings: dict[str, dict[str, Any]] | None = None
+    timings: Timings | None = None
 
 
 # --- client <-> coordinator ---------------------------------------------------------
