@@ -138,8 +138,8 @@ class Client(Queries):
         assert self._io_direct is not None
         try:
             self._io_direct.warm_up(routes)
-            self._dealer.send_multipart(encode(msg), copy=False)
             self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s)
+            self._dealer.send_multipart(encode(msg), copy=False)  # the record, after the data
         except InteropError as exc:
             with self._lock:
                 fut = self._futures.pop(msg.id, None)

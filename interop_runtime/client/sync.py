@@ -55,14 +55,10 @@ class SyncChannel:
             sock = self._socket()
             self._direct.warm_up(routes)
             self._direct.drain()
+            # the data first: the record goes out right after, off the data's path (the
+            # coordinator keeps completions that arrive before the record)
+            rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s)
             sock.send_multipart(encode(msg), copy=False)
-            try:
-                rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s)
-            except BaseException:  # say so, or the coordinator waits for it until its deadline
-                sock.send_multipart(encode(ControlMsg(v=PROTOCOL_VERSION, id=new_id(),
-                                                      src="client", action="cancel",
-                                                      run=msg.run)), copy=False)
-                raise
             try:
                 return self._wait(msg, timeout_s, epoch, rec)
             except BaseException:
