@@ -63,11 +63,17 @@ def in_ns(ns: str, *args: str, log: Path | None = None) -> subprocess.Popen[byte
 
 
 def status(ns: str, keys: Path) -> dict:
-    proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m", "interop_runtime",
-                           "status", "--json", "-c", f"tcp://{COORD_IP}:{PORT}",
-                           "--key", str(keys / "client.key_secret"),
-                           "--coordinator-key", str(keys / "coordinator.key")],
-                          capture_output=True, text=True, timeout=60)
+    deadline = time.monotonic() + 20  # the coordinator may still be starting
+    while True:
+        proc = subprocess.run(["ip", "netns", "exec", ns, sys.executable, "-m",
+                               "interop_runtime", "status", "--json", "-c",
+                               f"tcp://{COORD_IP}:{PORT}",
+                               "--key", str(keys / "client.key_secret"),
+                               "--coordinator-key", str(keys / "coordinator.key")],
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return json.loads(proc.stdout)
 

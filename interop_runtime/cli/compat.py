@@ -4,6 +4,7 @@ and copy parameters between them (registered by app.py).
 No `from __future__ import annotations`: typer reads the option types at runtime.
 """
 
+from enum import StrEnum
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,11 @@ from interop_runtime.cli.common import (
 from interop_runtime.ops.compat.live import compare_workers
 
 
+class DrawFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
 
@@ -31,8 +37,9 @@ def register(app: typer.Typer) -> None:
         json_out: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
         graphs: Annotated[bool, typer.Option("--graphs", help="With --json: include both "
                                                               "neutral graphs.")] = False,
-        draw: Annotated[str | None, typer.Option("--draw", help="Print both neutral graphs "
-                                                                "as mermaid or dot.")] = None,
+        draw: Annotated[DrawFormat | None, typer.Option(
+            "--draw", case_sensitive=False,
+            help="Print both neutral graphs as mermaid or dot.")] = None,
         timeout: Annotated[float, typer.Option("--timeout", help="Request timeout (s).")] = 60.0,
         key: KeyOpt = None,
         coordinator_key: CoordKeyOpt = None,
@@ -43,14 +50,12 @@ def register(app: typer.Typer) -> None:
         from interop_runtime.ops.compat.render import to_dot, to_mermaid
         from interop_runtime.ops.compat.view import report_view
 
-        if draw not in (None, "mermaid", "dot"):
-            raise typer.BadParameter("--draw takes mermaid or dot")
         with client_session(coordinator, key, coordinator_key, timeout) as c:
             report = compare_workers(c, worker_a, worker_b)
         if json_out:
             print(report.to_json(graphs=graphs))
         elif draw:
-            render = to_dot if draw == "dot" else to_mermaid
+            render = to_dot if draw == DrawFormat.dot else to_mermaid
             print(render(report.graph_a) + "\n" + render(report.graph_b), end="")
         else:
             console.print(report_view(report))

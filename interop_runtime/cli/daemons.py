@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
+import zmq
 from rich.markup import escape
 
 from interop_runtime.cli.common import (
@@ -17,10 +17,13 @@ from interop_runtime.cli.common import (
     InsecureOpt,
     KeyOpt,
     LogFormatOpt,
+    LogLevel,
+    LogLevelOpt,
     console,
     security_from_files,
     setup_logging,
 )
+from interop_runtime.graph.pipeline import ConfigError, read_yaml
 from interop_runtime.wire.errors import InteropError
 
 coordinator_app = typer.Typer(help="The coordinator daemon.", no_args_is_help=True)
@@ -36,7 +39,7 @@ def coordinator_start(
     dead_after: Annotated[float | None, typer.Option(help="Mark a worker dead after this many "
                                                           "seconds without heartbeat.")] = None,
     max_message_bytes: Annotated[int, typer.Option(help="Reject bigger messages.")] = 1 << 31,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: LogLevelOpt = LogLevel.info,
     key: KeyOpt = None,
     authorized: AuthOpt = None,
     insecure: InsecureOpt = False,
@@ -49,6 +52,12 @@ def coordinator_start(
         10_000,
     max_runs_per_client: Annotated[int, typer.Option(help="Runs in flight per connection.")] =
         1_000,
+    dashboard_port: Annotated[int | None, typer.Option(
+        help="Serve the web dashboard on this port (0: any free port); its URL is logged.")]
+        = None,
+    dashboard_addr: Annotated[str, typer.Option(
+        help="Address for the dashboard; off loopback it needs CURVE keys, and a token "
+             "(in the logged URL).")] = "127.0.0.1",
 ) -> None:
     """Run the coordinator in the foreground (SIGTERM stops it cleanly)."""
     from interop_runtime.coordinator.daemon import Coordinator
@@ -59,8 +68,9 @@ def coordinator_start(
                                   dead_after_s=dead_after, max_message_bytes=max_message_bytes,
                                   security=security_from_files(key, authorized), insecure=insecure,
                                   metrics_port=metrics_port, metrics_addr=metrics_addr,
-                                  max_runs=max_runs, max_runs_per_client=max_runs_per_client)
-    except ValueError as exc:
+                                  max_runs=max_runs, max_runs_per_client=max_runs_per_client,
+                                  dashboard_port=dashboard_port, dashboard_addr=dashboard_addr)
+    except (ValueError, OSError, zmq.ZMQError) as exc:  # a bad address, a port in use
         console.print(f"[red]cannot start coordinator:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     coordinator.serve_forever()
@@ -89,7 +99,7 @@ def worker_start(
     keep_memory: Annotated[bool, typer.Option(
         help="Keep freed memory mapped so that large frames reuse it (no page faults per "
              "hop); --no-keep-memory returns it to the OS.")] = True,
-    log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    log_level: LogLevelOpt = LogLevel.info,
     key: KeyOpt = None,
     authorized: AuthOpt = None,
     coordinator_key: CoordKeyOpt = None,
@@ -112,8 +122,11 @@ def worker_start(
     except ValueError as exc:
         console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
-    cfg: dict[str, Any] = yaml.safe_load(config.read_text()) if config else {}
-    cfg = cfg or {}
+    try:
+        cfg: dict[str, Any] = (read_yaml(config) if config else {}) or {}
+    except ConfigError as exc:  # names the file, line and column
+        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
+        raise typer.Exit(2) from None
     try:
         loaded = create_plugin(plugin, cfg, device)
     except PluginUnavailable as exc:
@@ -129,7 +142,7 @@ def worker_start(
                           max_message_bytes=max_message_bytes, security=security,
                           reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise,
                           shm=shm, shm_pool_bytes=shm_pool_mib << 20)
-    except ValueError as exc:
+    except (ValueError, OSError, zmq.ZMQError) as exc:  # a bad address, a port in use
         console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
         raise typer.Exit(2) from None
     try:

@@ -1,13 +1,15 @@
-"""`interop plugins`, `workers`, `status` and `graph`: what is installed, running and wired."""
+"""`interop plugins`, `status` and `graph`: what is installed, running and wired (the
+inventory tables, `workers`, `runs` and `graphs`, are in inventory.py)."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
 import json
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from interop_runtime.cli.common import (
@@ -18,6 +20,14 @@ from interop_runtime.cli.common import (
     client_session,
     console,
 )
+from interop_runtime.wire.errors import InteropError
+
+WATCH_EVERY_S = 1.0
+
+
+class GraphFormat(StrEnum):
+    mermaid = "mermaid"
+    dot = "dot"
 
 
 def plugins() -> None:
@@ -27,18 +37,6 @@ def plugins() -> None:
     table = Table("plugin", "entry point")
     for n, v in sorted(available_plugins().items()):
         table.add_row(n, v)
-    console.print(table)
-
-
-def workers(coordinator: CoordOpt = DEFAULT_ADDRESS, key: KeyOpt = None,
-            coordinator_key: CoordKeyOpt = None) -> None:
-    """List the coordinator's workers and their functions."""
-    with client_session(coordinator, key, coordinator_key, 5) as c:
-        rows = c.workers()
-    table = Table("worker", "plugin", "device", "alive", "endpoint", "functions")
-    for w in rows:
-        table.add_row(w["name"], w["plugin"], w["device"], "yes" if w["alive"] else "[red]no[/red]",
-                      w["endpoint"], ", ".join(f["name"] for f in w["functions"]))
     console.print(table)
 
 
@@ -70,29 +68,55 @@ def status(coordinator: CoordOpt = DEFAULT_ADDRESS,
         if json_out:
             print(json.dumps({**c.status(), "workers": c.workers()}))
         elif watch:
+            c.timeout_s = 2.0  # a watch notices a silent coordinator within a refresh or two
             with Live(_status_view(c), console=console, refresh_per_second=2) as live:
                 try:
-                    while True:
-                        time.sleep(1)
-                        live.update(_status_view(c))
+                    _watch(c, live)
                 except KeyboardInterrupt:
                     pass
         else:
             console.print(_status_view(c))
 
 
+def _watch(c: Any, live: Any) -> None:
+    """Refresh until Ctrl-C; a coordinator that stops answering is said once, in one line,
+    and retried (it may be restarting), and its return is said too."""
+    lost = False
+    while True:
+        time.sleep(WATCH_EVERY_S)
+        try:
+            view = _status_view(c)
+        except InteropError:
+            if not lost:
+                lost = True
+                line = (f"[red]coordinator at {escape(c.address)} stopped answering[/red]; "
+                        f"retrying (Ctrl-C stops)")
+                live.console.print(line, soft_wrap=True)
+                live.update(line)
+            continue
+        if lost:
+            lost = False
+            live.console.print(f"coordinator at {escape(c.address)} answers again",
+                               soft_wrap=True)
+        live.update(view)
+
+
 def graph(pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (or a bare graph YAML).")],
-          fmt: Annotated[str, typer.Option("--format", "-f", help="mermaid or dot.")] = "mermaid"
+          fmt: Annotated[GraphFormat, typer.Option("--format", "-f", case_sensitive=False,
+                                                   help="mermaid or dot.")] = GraphFormat.mermaid
           ) -> None:
     """Render a pipeline's graph as Mermaid or Graphviz DOT."""
+    from interop_runtime.graph.pipeline import read_yaml, validate_config
     from interop_runtime.graph.render import to_dot, to_mermaid
     from interop_runtime.wire.payloads import GraphSpec
 
-    raw = yaml.safe_load(pipeline.read_text())
-    spec = GraphSpec.model_validate(raw.get("graph", raw))
-    print(to_dot(spec) if fmt == "dot" else to_mermaid(spec), end="")
+    raw = read_yaml(pipeline)
+    inner = isinstance(raw, dict) and "graph" in raw
+    spec = validate_config(GraphSpec, raw["graph"] if inner else raw, pipeline,
+                           "graph" if inner else "")
+    print(to_dot(spec) if fmt == GraphFormat.dot else to_mermaid(spec), end="")
 
 
 def register(app: typer.Typer) -> None:
-    for command in (plugins, workers, status, graph):
+    for command in (plugins, status, graph):
         app.command()(command)

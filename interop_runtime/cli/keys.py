@@ -1,14 +1,17 @@
 """`interop keys`: CURVE key pairs."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from interop_runtime.cli.common import console, fail
+from interop_runtime.cli.common import console
 from interop_runtime.transport.allowlist import ROLE_KINDS, Role, inferred_role
 from interop_runtime.transport.security import generate_keys
+
+RoleChoice = StrEnum("RoleChoice", {k: k for k in ROLE_KINDS})  # type: ignore[misc]
 
 keys_app = typer.Typer(help="CURVE keys.", no_args_is_help=True)
 
@@ -19,7 +22,7 @@ def keys_generate(directory: Annotated[Path, typer.Argument(help="Where the keys
                                                                   "coordinator worker1 client")],
                   authorize: Annotated[bool, typer.Option(help="Also copy the public keys into "
                                                                "DIRECTORY/authorized/.")] = True,
-                  role: Annotated[str | None, typer.Option(
+                  role: Annotated[RoleChoice | None, typer.Option(
                       "--role", help="coordinator, worker or client for every NAME (default: "
                                      "`coordinator` is the coordinator, `client` and client-* "
                                      "are clients, any other name is that worker).")] = None,
@@ -27,11 +30,9 @@ def keys_generate(directory: Annotated[Path, typer.Argument(help="Where the keys
     """Create CURVE key pairs: NAME.key (public, with its role) and NAME.key_secret (keep it
     private). The allow-list binds each key to its role: a worker key may register only as
     its own name, a client key may not register at all."""
-    if role is not None and role not in ROLE_KINDS:
-        fail(f"--role must be one of {', '.join(ROLE_KINDS)}, not {role!r}", code=2)
     for name in names:
         chosen = inferred_role(name) if role is None else Role(
-            role, name if role == "worker" else None)  # type: ignore[arg-type]
+            str(role), name if role == "worker" else None)  # type: ignore[arg-type]
         public, secret = generate_keys(directory, name, authorize=authorize, role=chosen)
         console.print(f"{name} ({chosen.describe()}): {public}  {secret}")
 

@@ -1,5 +1,8 @@
 """Logging set-up: readable text by default, one JSON object per line for log collectors.
 
+Records about a run, a node or a worker carry ``run``, ``graph``, ``node``, ``worker`` and
+``code`` as fields (``extra=``): top-level keys in JSON, a ``[key=value ...]`` suffix in text.
+
 Warnings that a peer can trigger at will (refused messages, bad frames) are rate-limited
 per message template, so a flood cannot fill the disk through the log."""
 
@@ -11,16 +14,32 @@ import sys
 from typing import Any
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+FIELDS = ("run", "graph", "node", "worker", "code")  # what a record may locate itself by
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {"ts": round(record.created, 6), "level": record.levelname.lower(),
                                "logger": record.name, "msg": record.getMessage()}
-        out.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
+        out.update({k: v for k, v in record.__dict__.items()
+                    if k not in _STANDARD and v is not None})
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         return json.dumps(out, default=str)
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        tags = " ".join(f"{k}={getattr(record, k)}" for k in FIELDS
+                        if getattr(record, k, None) is not None)
+        if not tags:
+            return text
+        head, sep, tail = text.partition("\n")  # before a traceback, if any
+        return f"{head} [{tags}]{sep}{tail}"
 
 
 class BurstFilter(logging.Filter):
@@ -59,7 +78,7 @@ def setup_logging(level: str = "info", fmt: str = "text", component: str | None 
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

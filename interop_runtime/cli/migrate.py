@@ -3,6 +3,7 @@ serve it on a temporary onnxruntime worker, and print the parity report (registe
 app.py). Exit codes: 0 parity passes, 1 parity fails, 2 the migration itself failed."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,10 @@ PARITY_FAILED = 1
 MIGRATION_FAILED = 2
 
 
+class Target(StrEnum):
+    onnx = "onnx"
+
+
 def register(app: typer.Typer) -> None:
     """Add the `migrate` command to the main app."""
 
@@ -30,7 +35,8 @@ def register(app: typer.Typer) -> None:
         worker: Annotated[str, typer.Argument(help="The worker whose model to migrate "
                                                    "(started with `export: true`).")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Where the .onnx file goes.")],
-        to: Annotated[str, typer.Option("--to", help="Target format (onnx).")] = "onnx",
+        to: Annotated[Target, typer.Option("--to", case_sensitive=False,
+                                           help="Target format (onnx).")] = Target.onnx,
         function: Annotated[str, typer.Option("--function", help="The function to compare.")] =
             "forward",
         batch: Annotated[int, typer.Option("--batch", help="Size of dynamic dims in the "
@@ -51,19 +57,17 @@ def register(app: typer.Typer) -> None:
                                                                  "exports can be slow.")] = 300.0,
     ) -> None:
         """Export WORKER's model to ONNX and check the copy against the original."""
+        from interop_runtime.cli.errors import CliError
         from interop_runtime.ops.migration.migrate import migrate as run_migration
         from interop_runtime.ops.migration.parity import Tolerance
         from interop_runtime.wire.errors import InteropError
 
-        if to != "onnx":
-            console.print(f"[red]error:[/red] only --to onnx is supported, not {escape(to)!r}")
-            raise typer.Exit(MIGRATION_FAILED)
         try:
             with connect(coordinator, key, coordinator_key, timeout) as c:
                 report = run_migration(c, worker, out, function=function, target_worker=target,
                                        opset=opset, batch=batch, seed=seed, timeout_s=timeout,
                                        tolerance=Tolerance(rtol=rtol, atol=atol))
-        except (InteropError, ValueError, OSError) as exc:
+        except (InteropError, CliError, ValueError, OSError) as exc:
             console.print(f"[red]migration failed:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(MIGRATION_FAILED) from None
         if json_out:

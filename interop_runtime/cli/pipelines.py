@@ -2,7 +2,6 @@
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
 import signal
-import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from interop_runtime.cli.common import (
     KeyOpt,
     client_session,
     console,
+    fail,
 )
 
 
@@ -71,54 +71,89 @@ def _cluster_spec(path: Path, insecure: bool) -> Any:
         spec.coordinator.curve = False
     if not spec.coordinator.curve:
         console.print("[yellow]insecure:[/yellow] no CURVE keys; every process on this host may "
-                      "act as any client or worker")
+                      "act as any client or worker", soft_wrap=True)
     return spec
 
 
-def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
-       log_dir: Annotated[Path | None, typer.Option(help="Where worker logs go.")] = None,
-       insecure: LocalInsecureOpt = False) -> None:
-    """Start a local coordinator and the workers of a cluster YAML; Ctrl-C stops them.
+LogDirOpt = Annotated[Path | None, typer.Option(
+    help="Where logs, keys and cluster.json go (default: a kept folder under "
+         "$XDG_STATE_HOME/interop/CLUSTER/).")]
 
-    The cluster gets fresh CURVE keys (in the log dir); the lines printed at start tell a
-    client how to connect, like a notebook server's token."""
-    from interop_runtime.client.cluster import LocalCluster
 
+def _load(load: Any, path: Path) -> Any:
+    """A config file, or its problem as one line (file and key) and exit 1."""
+    from interop_runtime.cli.errors import report
+
+    try:
+        return load(path)
+    except ValueError as exc:  # ConfigError and pydantic's errors are ValueErrors
+        report(exc)
+
+
+def _stop_on_sigterm() -> None:
     def _stop(*_: object) -> None:  # SIGTERM stops the cluster like Ctrl-C does
         raise KeyboardInterrupt
     signal.signal(signal.SIGTERM, _stop)
-    spec = _cluster_spec(cluster, insecure)
-    with LocalCluster(spec, log_dir=str(log_dir) if log_dir else None) as lc:
-        console.print(f"coordinator at [bold]{lc.address}[/bold]; workers: "
-                      f"{', '.join(lc.workers)}; logs in {lc.log_dir}")
-        console.print("connect with:", soft_wrap=True)
-        for name, value in lc.connection().items():
-            console.print(f"  export {name}={value}", soft_wrap=True, highlight=False)
-        try:
-            while True:
-                time.sleep(1)
-        except KeyboardInterrupt:
-            console.print("stopping")
+
+
+def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
+       log_dir: LogDirOpt = None,
+       insecure: LocalInsecureOpt = False) -> None:
+    """Start a local coordinator and the workers of a cluster YAML; Ctrl-C stops them.
+
+    The cluster gets fresh CURVE keys (in its state folder); the lines printed once it is up
+    tell a client how to connect, like a notebook server's token. A worker that exits is
+    reported (and restarted if the file's `supervise` says so); exit 1 if the coordinator
+    exits."""
+    from interop_runtime.cli.localrun import local_cluster
+    from interop_runtime.cli.progress import summary
+
+    _stop_on_sigterm()
+    spec = _load(lambda p: _cluster_spec(p, insecure), cluster)
+    try:
+        with local_cluster(cluster, spec, log_dir) as session:
+            summary(console, session.cluster, session.folder)
+            console.print("[green]ready[/green]; Ctrl-C stops the cluster")
+            view = session.view
+            while not view.coordinator_died.wait(0.5):
+                if view.changed.is_set():
+                    view.changed.clear()
+                    session.save()
+            session.save(state="failed", error=view.death)
+    except KeyboardInterrupt:
+        console.print("stopping")
+        return
+    fail(f"{view.death}; stopped the workers")
 
 
 def launch(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
            pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML.")],
            timeout: Annotated[float, typer.Option(help="Per-run deadline (s).")] = 300.0,
+           log_dir: LogDirOpt = None,
            insecure: LocalInsecureOpt = False) -> None:
     """Start a local cluster (fresh CURVE keys), run one pipeline on it, print the results,
     stop."""
-    from interop_runtime.client.cluster import LocalCluster
+    from interop_runtime.cli.errors import report
+    from interop_runtime.cli.localrun import local_cluster
     from interop_runtime.graph.pipeline import PipelineSpec, make_inputs
+    from interop_runtime.wire.errors import InteropError
 
-    spec = PipelineSpec.from_yaml(pipeline)
-    cluster_spec = _cluster_spec(cluster, insecure)
-    with LocalCluster(cluster_spec) as lc, lc.client(timeout_s=timeout) as c:
-        console.print(f"coordinator at {lc.address}; workers: {', '.join(lc.workers)}")
-        c.register(spec.graph)
-        inputs = make_inputs(spec, pipeline.parent)
-        for _ in range(spec.repeat):
-            result = c.run(spec.graph.name, inputs, timeout_s=timeout)
-        print_result(result)
+    _stop_on_sigterm()
+    spec = _load(PipelineSpec.from_yaml, pipeline)
+    inputs = _load(lambda p: make_inputs(spec, p.parent), pipeline)
+    cluster_spec = _load(lambda p: _cluster_spec(p, insecure), cluster)
+    try:
+        with local_cluster(cluster, cluster_spec, log_dir) as session, \
+                session.cluster.client(timeout_s=timeout) as c:
+            c.register(spec.graph)
+            for _ in range(spec.repeat):
+                result = c.run(spec.graph.name, inputs, timeout_s=timeout)
+            print_result(result)
+    except InteropError as exc:  # a graph the workers cannot run, a run that failed
+        report(exc)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(130) from None
 
 
 def register(app: typer.Typer) -> None:

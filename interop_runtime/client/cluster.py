@@ -14,12 +14,12 @@ Cluster YAML::
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,17 @@ import yaml
 from pydantic import BaseModel, ConfigDict
 
 from interop_runtime.client.client import Client
+from interop_runtime.client.supervise import (
+    FAILED,
+    REGISTERED,
+    STARTING,
+    ClusterEvent,
+    ClusterStartError,
+    EventSink,
+    Supervisor,
+    last_log_line,
+)
+from interop_runtime.graph.pipeline import load_yaml_model
 from interop_runtime.transport.allowlist import Role, inferred_role
 from interop_runtime.transport.security import Security, generate_keys
 from interop_runtime.wire.errors import InteropError
@@ -44,6 +55,7 @@ class CoordinatorSpec(BaseModel):
     # false runs plain text on loopback, which trusts every local process
     curve: bool = True
     metrics_port: int | None = None  # serve Prometheus metrics on 127.0.0.1:PORT
+    dashboard_port: int | None = None  # serve the web dashboard on 127.0.0.1:PORT (0: any)
     max_runs: int | None = None  # runs in flight at most (admission control)
     max_runs_per_client: int | None = None
     log_format: str = "text"
@@ -75,13 +87,15 @@ class SupervisionSpec(BaseModel):
 
 class ClusterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    name: str | None = None  # names its state folder (default: the file's stem)
     coordinator: CoordinatorSpec = CoordinatorSpec()
     workers: list[WorkerSpec] = []
     supervise: SupervisionSpec = SupervisionSpec()
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> ClusterSpec:
-        return cls.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+        """Read a cluster file; a problem is a ``ConfigError`` naming the file and the key."""
+        return load_yaml_model(cls, path)
 
 
 def _role_for(name: str, spec: ClusterSpec) -> Role:
@@ -96,6 +110,17 @@ def free_tcp_address(host: str = "127.0.0.1") -> str:
         return f"tcp://{host}:{s.getsockname()[1]}"
 
 
+def client_from_env(**kwargs: Any) -> Client:
+    """A client for the cluster whose ``export`` lines (``interop up``) are in the
+    environment: ``$INTEROP_COORDINATOR`` (default ``tcp://127.0.0.1:5555``) and, under
+    CURVE, ``$INTEROP_KEY`` and ``$INTEROP_COORDINATOR_KEY``."""
+    key = os.environ.get("INTEROP_KEY")
+    if key and "security" not in kwargs:
+        kwargs["security"] = Security.from_files(key, None,
+                                                 os.environ.get("INTEROP_COORDINATOR_KEY"))
+    return Client(os.environ.get("INTEROP_COORDINATOR", "tcp://127.0.0.1:5555"), **kwargs)
+
+
 def _cli(python: str | None) -> list[str]:
     return [python or sys.executable, "-m", "interop_runtime"]
 
@@ -104,9 +129,12 @@ class LocalCluster:
     """A coordinator plus workers as subprocesses; a context manager that cleans up."""
 
     def __init__(self, spec: ClusterSpec, *, log_dir: str | None = None,
-                 ready_timeout_s: float = 120.0) -> None:
+                 ready_timeout_s: float = 120.0, on_event: EventSink | None = None) -> None:
         self.spec = spec
         self.ready_timeout_s = ready_timeout_s
+        self.on_event = on_event  # told what happens to the processes (from any thread)
+        self.epoch: str | None = None  # our coordinator's, once it answered a ping
+        self._coord_log_from = 0  # where this start's coordinator log lines begin
         self._tmp = tempfile.TemporaryDirectory(prefix="interop-")
         self.log_dir = Path(log_dir or self._tmp.name)
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -115,8 +143,7 @@ class LocalCluster:
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {}
-        self._stopping = threading.Event()
-        self._supervisor: threading.Thread | None = None
+        self._supervisor: Supervisor | None = None
         self.keys_dir = self.log_dir / "keys"
         if spec.coordinator.curve:
             for name in ["coordinator", "client", *(w.name for w in spec.workers)]:
@@ -165,8 +192,51 @@ class LocalCluster:
             args += ["--max-runs", str(c.max_runs)]
         if c.max_runs_per_client is not None:
             args += ["--max-runs-per-client", str(c.max_runs_per_client)]
+        if c.dashboard_port is not None:
+            args += ["--dashboard-port", str(c.dashboard_port)]
         args += ["--log-format", c.log_format]
+        log = self.log_dir / "coordinator.log"
+        self._coord_log_from = log.stat().st_size if log.exists() else 0
         self.coordinator = self._spawn(args, "coordinator")
+
+    def wait_coordinator(self, timeout_s: float = 30.0) -> None:
+        """Until OUR coordinator serves: its own log says it bound the address and it answers
+        a ping. Another process holding the port answers pings too, so a ping alone proves
+        nothing; a coordinator that could not bind exits, and that is the error."""
+        assert self.coordinator is not None
+        log = self.log_dir / "coordinator.log"
+        deadline = time.monotonic() + timeout_s
+        with self.client(timeout_s=1.0) as client:
+            while True:
+                if self.coordinator.poll() is not None:
+                    raise ClusterStartError(f"coordinator failed to start on {self.address}: "
+                                            f"{last_log_line(log)} (log: {log})")
+                if self._coordinator_bound(log):
+                    try:
+                        self.epoch = client.control("coordinator", "ping").get("epoch")
+                        return
+                    except InteropError:
+                        pass  # bound, not serving yet
+                if time.monotonic() > deadline:
+                    raise ClusterStartError(f"coordinator on {self.address} did not answer in "
+                                            f"{timeout_s:.0f} s: {last_log_line(log)} "
+                                            f"(log: {log})")
+                time.sleep(0.1)
+
+    def _coordinator_bound(self, log: Path) -> bool:
+        try:
+            with log.open("rb") as f:
+                f.seek(self._coord_log_from)
+                return b"coordinator listening on" in f.read(1 << 20)
+        except OSError:
+            return False
+
+    def _emit(self, kind: str, message: str, worker: str | None = None) -> None:
+        if self.on_event is not None:
+            proc = self.workers.get(worker) if worker else self.coordinator
+            self.on_event(ClusterEvent(kind, message, worker,
+                                       self.log_dir / f"{worker or 'coordinator'}.log",
+                                       proc.pid if proc else None))
 
     def start_worker(self, w: WorkerSpec) -> subprocess.Popen[bytes]:
         config = self.log_dir / f"{w.name}.config.yaml"
@@ -188,61 +258,56 @@ class LocalCluster:
         return w.bind or "tcp://127.0.0.1:0"
 
     def start(self) -> LocalCluster:
+        """Start the coordinator, wait until it serves, then the workers, and wait until
+        each is registered; a failure raises ``ClusterStartError`` (one line)."""
         self.start_coordinator()
+        self.wait_coordinator()
         for w in self.spec.workers:
             self.start_worker(w)
+            self._emit(STARTING, f"worker {w.name} starting", w.name)
         self.wait_ready([w.name for w in self.spec.workers])
-        if self.spec.supervise.enabled:
-            self._supervisor = threading.Thread(target=self._supervise, name="interop-supervisor",
-                                                daemon=True)
-            self._supervisor.start()
+        # always watching, so that exits are told; restarting only when the policy says so
+        self._supervisor = Supervisor(self, self.on_event or (lambda _: None))
+        self._supervisor.start()
         return self
 
-    def _supervise(self) -> None:
-        """Restart any worker process that exits, with exponential backoff per worker."""
-        policy = self.spec.supervise
-        backoff = {w.name: policy.initial_backoff_s for w in self.spec.workers}
-        started = {w.name: time.monotonic() for w in self.spec.workers}
-        due: dict[str, float] = {}
-        while not self._stopping.wait(0.1):
-            for w in self.spec.workers:
-                proc = self.workers.get(w.name)
-                if proc is None or proc.poll() is None:
-                    continue
-                now = time.monotonic()
-                if w.name not in due:
-                    if now - started[w.name] > policy.stable_after_s:
-                        backoff[w.name] = policy.initial_backoff_s
-                    due[w.name] = now + backoff[w.name]
-                    backoff[w.name] = min(backoff[w.name] * 2, policy.max_backoff_s)
-                elif now >= due[w.name]:
-                    del due[w.name]
-                    if self._stopping.is_set():
-                        return
-                    self.start_worker(w)
-                    started[w.name] = now
-                    self.restarts[w.name] = self.restarts.get(w.name, 0) + 1
-
     def wait_ready(self, names: list[str], timeout_s: float | None = None) -> None:
-        deadline = time.monotonic() + (timeout_s or self.ready_timeout_s)
+        """Until the coordinator lists each of ``names`` alive, as the incarnation we started;
+        a worker or the coordinator exiting first raises ``ClusterStartError``."""
+        timeout_s = timeout_s or self.ready_timeout_s
+        deadline = time.monotonic() + timeout_s
+        ready: set[str] = set()
         with self.client(timeout_s=2.0) as client:
             while True:
-                for name, proc in self.workers.items():
-                    if name in names and proc.poll() is not None:
-                        raise InteropError(f"worker {name!r} exited with code {proc.returncode} "
-                                           f"while starting:\n{self.log_tail(name)}", worker=name)
+                self._check_started(names)
                 try:  # alive, and the incarnation we started (not a stale record)
                     alive = {w["name"] for w in client.workers() if w["alive"] and (
                         w["name"] not in self.workers or w["pid"] == self.workers[w["name"]].pid)}
                 except InteropError:
                     alive = set()
+                for name in sorted((alive & set(names)) - ready):
+                    ready.add(name)
+                    self._emit(REGISTERED, f"worker {name} registered", name)
                 if set(names) <= alive:
                     return
                 if time.monotonic() > deadline:
-                    missing = ", ".join(sorted(set(names) - alive))
-                    raise InteropError(f"workers not registered in time: {missing}\n" +
-                                       "\n".join(self.log_tail(n) for n in names if n not in alive))
+                    missing = sorted(set(names) - alive)
+                    logs = ", ".join(str(self.log_dir / f"{n}.log") for n in missing)
+                    raise ClusterStartError(f"workers not registered after {timeout_s:.0f} s: "
+                                            f"{', '.join(missing)} (log: {logs})")
                 time.sleep(0.1)
+
+    def _check_started(self, names: list[str]) -> None:
+        if self.coordinator is not None and self.coordinator.poll() is not None:
+            log = self.log_dir / "coordinator.log"
+            raise ClusterStartError(f"coordinator exited while workers started: "
+                                    f"{last_log_line(log)} (log: {log})")
+        for name, proc in self.workers.items():
+            if name in names and proc.poll() is not None:
+                log = self.log_dir / f"{name}.log"
+                message = f"worker {name} failed to start: {last_log_line(log)} (log: {log})"
+                self._emit(FAILED, message, name)
+                raise ClusterStartError(message, worker=name)
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_dir / f"{name}.log"
@@ -275,10 +340,35 @@ class LocalCluster:
         kwargs.setdefault("security", self.security())
         return Client(self.address, **kwargs)
 
+    def urls(self) -> dict[str, str]:
+        """The metrics and dashboard URLs the coordinator logged at start (port 0 picks a
+        free one, so only its log knows; a secure dashboard's URL carries its token)."""
+        try:
+            text = (self.log_dir / "coordinator.log").read_text(errors="replace")
+        except OSError:
+            return {}
+        found = {}
+        for kind in ("metrics", "dashboard"):
+            hits = re.findall(rf"{kind} at (http://\S+)", text)
+            if hits:
+                found[kind] = hits[-1]
+        return found
+
+    def describe(self) -> dict[str, Any]:
+        """What ``cluster.json`` keeps: the address, the pids, the logs and the key paths."""
+        def proc(p: subprocess.Popen[bytes] | None, name: str) -> dict[str, Any]:
+            return {"pid": p.pid if p else None, "log": str(self.log_dir / f"{name}.log")}
+        keys = ({"client_key": str(self.keys_dir / "client.key_secret"),
+                 "coordinator_key": str(self.keys_dir / "coordinator.key")}
+                if self.spec.coordinator.curve else {})
+        return {"address": self.address, "epoch": self.epoch, "log_dir": str(self.log_dir),
+                "coordinator": proc(self.coordinator, "coordinator"), "keys": keys,
+                "workers": {n: proc(p, n) for n, p in self.workers.items()},
+                "env": self.connection()}
+
     def stop(self) -> None:
-        self._stopping.set()
         if self._supervisor:
-            self._supervisor.join(timeout=5)
+            self._supervisor.stop()
         procs = [*self.workers.values(), *([self.coordinator] if self.coordinator else [])]
         for proc in procs:
             if proc.poll() is None:

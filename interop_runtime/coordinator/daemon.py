@@ -10,6 +10,8 @@ from typing import Any
 
 import zmq
 
+from interop_runtime.coordinator.dashboard import Dashboard, check_dashboard_allowed
+from interop_runtime.coordinator.health import HealthServer, snapshot
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state import CoordinatorState, Send
 from interop_runtime.coordinator.store import Store
@@ -31,8 +33,11 @@ class Coordinator:
                  run_timeout_s: float = 300.0, security: Security | None = None,
                  insecure: bool = False, metrics_port: int | None = None,
                  metrics_addr: str = "127.0.0.1", max_runs: int = 10_000,
-                 max_runs_per_client: int = 1_000) -> None:
+                 max_runs_per_client: int = 1_000, dashboard_port: int | None = None,
+                 dashboard_addr: str = "127.0.0.1") -> None:
         check_bind_allowed(bind, security, insecure)
+        if dashboard_port is not None:  # refuse before binding anything
+            check_dashboard_allowed(dashboard_addr, security is not None)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.max_bytes = max_message_bytes
         # a per-peer send queue of 1,000 messages bounds what a client that never reads can
@@ -44,22 +49,31 @@ class Coordinator:
                         "or worker (loopback only)")
         self.store = Store(state_path)
         self.metrics = CoordinatorMetrics()
-        self.metrics_port = (self.metrics.serve(metrics_port, metrics_addr)
-                             if metrics_port is not None else None)
+        # /metrics, /healthz, /readyz; 404 elsewhere
+        self.http = (HealthServer(self.metrics.registry, metrics_port, metrics_addr)
+                     if metrics_port is not None else None)
+        self.metrics_port = self.http.port if self.http is not None else None
         self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s, metrics=self.metrics,
                                       dead_after_s=dead_after_s,
                                       default_run_timeout_s=run_timeout_s,
                                       max_runs_in_flight=max_runs,
                                       max_runs_per_client=max_runs_per_client,
                                       roles=security.roles if security else None)
+        # the web dashboard: its HTTP thread reads only snapshots this loop publishes
+        self.dashboard = (Dashboard(dashboard_port, dashboard_addr, secure=security is not None)
+                          if dashboard_port is not None else None)
         self.tick_s = min(0.1, heartbeat_s / 8)
         self.running = True
         self._last_trim = time.monotonic()
+        self._publish_health()
 
     def serve_forever(self) -> None:
         log.info("coordinator listening on %s (state: %s)", self.endpoint, self.store.path)
         if self.metrics_port is not None:
-            log.info("metrics at http://%s:%d/metrics", "127.0.0.1", self.metrics_port)
+            log.info("metrics at http://%s:%d/metrics (health: /healthz, /readyz)", "127.0.0.1",
+                     self.metrics_port)
+        if self.dashboard is not None:
+            log.info("dashboard at %s", self.dashboard.url)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
         try:
@@ -72,6 +86,9 @@ class Coordinator:
                     if time.monotonic() >= next_tick:
                         self._carry_out(self.state.tick())
                         next_tick = time.monotonic() + self.tick_s
+                        self._publish_health()
+                        if self.dashboard is not None:
+                            self.dashboard.tick(self.state)
                         self._trim_memory()
                     self.store.commit()
                 except zmq.ContextTerminated:
@@ -86,6 +103,10 @@ class Coordinator:
         self.running = False
 
     def close(self) -> None:
+        if self.http is not None:
+            self.http.close()
+        if self.dashboard is not None:
+            self.dashboard.close()
         self.sock.close(0)
         self.store.close()
 
@@ -98,7 +119,8 @@ class Coordinator:
             try:
                 env = decode(frames, max_bytes=self.max_bytes)
             except InteropError as exc:
-                log.warning("bad message from %s: %s", peer.hex() if peer else "?", exc)
+                log.warning("bad message from %s: %s", peer.hex() if peer else "?", exc,
+                            extra={"code": exc.code.value})
                 if not is_error_message(frames):
                     self._carry_out(self.state.bad_message(peer or b"", exc))
             else:
@@ -119,6 +141,11 @@ class Coordinator:
             except Exception:
                 log.exception("could not encode %s for %s", s.msg.kind, s.peer.hex())
 
+
+    def _publish_health(self) -> None:
+        """The HTTP thread reads this snapshot; it never touches the state itself."""
+        if self.http is not None and self.http.due():
+            self.http.publish(snapshot(self.state, self.store.path))
 
     def _trim_memory(self) -> None:
         """Give freed memory back to the OS every few seconds: after a flood (a client that

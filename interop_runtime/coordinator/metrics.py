@@ -1,10 +1,17 @@
-"""Prometheus metrics for the coordinator: runs, latencies per node, bytes, liveness."""
+"""Prometheus metrics for the coordinator: runs, latencies per node, bytes, liveness, and
+each worker's own metrics from its heartbeats (``interop_worker_*``)."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from interop_runtime.wire.messages import WorkerStats
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -35,6 +42,65 @@ class _Cached:
             self.remove(*values)
 
 
+class WorkerStatsCollector(Collector):
+    """The last stats each worker sent, as ``interop_worker_*`` series labelled by worker.
+    The state machine writes (``update``/``forget``); the HTTP thread reads (``collect``):
+    a lock guards the table, and it holds one entry per registered worker, no more."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stats: dict[str, WorkerStats] = {}
+
+    def update(self, worker: str, stats: WorkerStats, functions: Any = None) -> None:
+        if functions is not None:  # only functions the worker registered: no free labels
+            stats = stats.model_copy(update={"functions": {
+                n: f for n, f in stats.functions.items() if n in functions}})
+        with self._lock:
+            self._stats[worker] = stats
+
+    def forget(self, worker: str) -> None:
+        with self._lock:
+            self._stats.pop(worker, None)
+
+    def workers(self) -> dict[str, WorkerStats]:
+        with self._lock:
+            return dict(self._stats)
+
+    def collect(self) -> Iterator[Metric]:
+        table = self.workers()
+        calls = CounterMetricFamily("interop_worker_calls", "Function calls on a worker",
+                                    labels=["worker", "function"])
+        errors = CounterMetricFamily("interop_worker_errors", "Function calls that failed",
+                                     labels=["worker", "function"])
+        compute = CounterMetricFamily("interop_worker_compute_seconds",
+                                      "Time inside the plugin, per function",
+                                      labels=["worker", "function"])
+        pending = GaugeMetricFamily("interop_worker_queue_depth",
+                                    "Nodes waiting for inputs on a worker", labels=["worker"])
+        bytes_in = CounterMetricFamily("interop_worker_bytes_in", "Tensor bytes a worker received",
+                                       labels=["worker"])
+        bytes_out = CounterMetricFamily("interop_worker_bytes_out",
+                                        "Tensor bytes a worker sent", labels=["worker"])
+        rss = GaugeMetricFamily("interop_worker_rss_bytes", "A worker's resident memory",
+                                labels=["worker"])
+        device = GaugeMetricFamily("interop_worker_device_memory_bytes",
+                                   "Device memory in use on a worker (when its plugin can tell)",
+                                   labels=["worker"])
+        for worker, st in sorted(table.items()):
+            for fn, f in sorted(st.functions.items()):
+                calls.add_metric([worker, fn], f.calls)
+                errors.add_metric([worker, fn], f.errors)
+                compute.add_metric([worker, fn], f.compute_us / 1e6)
+            pending.add_metric([worker], st.pending)
+            bytes_in.add_metric([worker], st.bytes_in)
+            bytes_out.add_metric([worker], st.bytes_out)
+            if st.rss_bytes is not None:
+                rss.add_metric([worker], st.rss_bytes)
+            if st.device_bytes is not None:
+                device.add_metric([worker], st.device_bytes)
+        yield from (calls, errors, compute, pending, bytes_in, bytes_out, rss, device)
+
+
 class CoordinatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -56,6 +122,8 @@ class CoordinatorMetrics:
                                     ["code"], registry=r))
         self.worker_alive = _Cached(Gauge("interop_worker_alive", "1 if the worker is alive",
                                   ["worker", "plugin", "device"], registry=r))
+        self.worker_stats = WorkerStatsCollector()
+        r.register(self.worker_stats)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> int:
         """Expose /metrics over HTTP; returns the port (0 picks a free one)."""

@@ -123,6 +123,16 @@ class Store:
         return [{"run": r, "graph": g, "state": s, "started": st, "finished": f,
                  "error": json.loads(e) if e else None} for r, g, s, st, f, e in rows]
 
+    def run_record(self, run: str) -> dict[str, Any] | None:
+        """One run's record with its timings (for its timeline), or None."""
+        row = self.db.execute("SELECT run, graph, state, started, finished, error, timings "
+                              "FROM runs WHERE run = ?", (run,)).fetchone()
+        if row is None:
+            return None
+        r, g, st, started, finished, e, t = row
+        return {"run": r, "graph": g, "state": st, "started": started, "finished": finished,
+                "error": json.loads(e) if e else None, "timings": json.loads(t) if t else {}}
+
     def run_state(self, run: str) -> str | None:
         row = self.db.execute("SELECT state FROM runs WHERE run = ?", (run,)).fetchone()
         return row[0] if row else None

@@ -27,7 +27,7 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Ref = Annotated[str, Field(max_length=256)]  # a name that refers to something (may be empty)
 DTypeName = Literal[WIRE_DTYPES]  # type: ignore[valid-type]
-# node -> {worker, compute_us, wait_us, bytes_out, end_unix_us}: typed, so that validation
+# node -> {worker, compute_us, wait_us, bytes_out, start_unix_us, end_unix_us}: typed, so that validation
 # (not a walk in Python) keeps it to plain strings and integers
 Timings = Annotated[dict[Name, dict[Name, int | str]], Field(max_length=10_000)]
 
@@ -181,6 +181,31 @@ class RegisterMsg(Header):
     host: Ref | None = None
 
 
+Count = Annotated[int, Field(ge=0, le=MAX_DIM)]
+MAX_STATS_FUNCTIONS = 256  # functions one heartbeat reports on
+
+
+class FunctionStats(WireModel):
+    """One function's totals since the worker started."""
+
+    calls: Count = 0
+    errors: Count = 0
+    compute_us: Count = 0
+
+
+class WorkerStats(WireModel):
+    """A worker's own metrics, on its heartbeat (SPEC section 5.2): totals since it
+    started, and current levels. Typed and bounded, so a hostile map is refused whole."""
+
+    functions: Annotated[dict[Name, FunctionStats],
+                         Field(max_length=MAX_STATS_FUNCTIONS)] = {}
+    pending: Count = 0  # (run, node) entries waiting for inputs
+    bytes_in: Count = 0  # tensor bytes received
+    bytes_out: Count = 0  # tensor bytes sent to other processes
+    rss_bytes: Count | None = None
+    device_bytes: Count | None = None  # device memory in use, when the plugin can tell
+
+
 class HeartbeatMsg(Header):
     kind: Literal["heartbeat"] = "heartbeat"
     name: Name
@@ -188,6 +213,7 @@ class HeartbeatMsg(Header):
     # the token of the REGISTER reply: heartbeats travel on their own connection, so this,
     # not the connection, says they come from the worker that registered
     session: str | None = None
+    stats: WorkerStats | None = None
 
 
 class DeregisterMsg(Header):
@@ -212,6 +238,9 @@ class DoneMsg(Header):
     bytes_out: int = 0  # bytes sent to other workers
     # a direct run: the timings of the nodes upstream of this one, which send no DONE
     timings: Timings | None = None
+    # the worker's wall clock (unix microseconds) when the node started and finished
+    start_unix_us: Count | None = None
+    end_unix_us: Count | None = None
 
 
 # --- client <-> coordinator ---------------------------------------------------------

@@ -61,6 +61,7 @@ from interop_runtime.worker.authority import check_inbox, param_request
 from interop_runtime.worker.calls import call_function
 from interop_runtime.worker.dataplane import DEFAULT_POOL_BYTES, DataPlane
 from interop_runtime.worker.heartbeat import Heartbeat
+from interop_runtime.worker.metrics import WorkerMetrics, tensor_bytes
 from interop_runtime.worker.outbox import Local, Outbox
 from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.plugin import WorkerPlugin
@@ -112,6 +113,8 @@ class WorkerHost:
         self._next_expiry = 0.0
         self.running = True
         self.heartbeat = Heartbeat(self.ctx, coordinator, name, heartbeat_s, security)
+        self.metrics = self.outbox.metrics = WorkerMetrics()  # sent on every heartbeat
+        self.heartbeat.stats = lambda: self.metrics.snapshot(len(self.state.pending), self.plugin)
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -217,7 +220,7 @@ class WorkerHost:
         try:
             env = decode(frames, max_bytes=self.max_bytes)
         except InteropError as exc:
-            log.warning("bad message: %s", exc)
+            log.warning("bad message: %s", exc, extra={"code": exc.code.value, "worker": self.name})
             if not is_error_message(frames):
                 self._reply(sock, peer, error_msg(exc, src=self.name, reply_to=None))
             return
@@ -243,6 +246,7 @@ class WorkerHost:
         try:
             if not from_coordinator:
                 check_inbox(self.security, self.state, msg, {**env.arrays, **env.shared}, key)
+            self.metrics.bytes_in += tensor_bytes(env)
             if isinstance(msg, DataMsg):
                 self._on_data(msg, *self.plane.received(msg, env, peer, from_coordinator,
                                                           self.state))
@@ -298,8 +302,14 @@ class WorkerHost:
 
     def _call(self, function: str, inputs: Mapping[str, np.ndarray], args: Mapping[str, Any], *,
               node: str | None = None) -> dict[str, np.ndarray]:
-        outputs = call_function(self.plugin, self.functions, function, inputs, args,
-                                node=node, worker=self.name)
+        t0 = time.perf_counter_ns()
+        try:
+            outputs = call_function(self.plugin, self.functions, function, inputs, args,
+                                    node=node, worker=self.name)
+        except InteropError:
+            self.metrics.call(function, (time.perf_counter_ns() - t0) // 1000, ok=False)
+            raise
+        self.metrics.call(function, (time.perf_counter_ns() - t0) // 1000, ok=True)
         if self.plugin.mutates_params(function):
             self.param_version += 1
         return outputs

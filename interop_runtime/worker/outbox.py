@@ -34,6 +34,7 @@ class Outbox:
                  coord: zmq.Socket[bytes], peers: PeerSockets, plane: DataPlane) -> None:
         self.name, self.endpoint = name, endpoint
         self.inbox, self.coord, self.peers, self.plane = inbox, coord, peers, plane
+        self.metrics: Any = None  # the host's WorkerMetrics: bytes sent are counted here
 
     def deliver(self, ready: Ready, outputs: Mapping[str, np.ndarray], compute_us: int
                 ) -> list[Local]:
@@ -47,9 +48,10 @@ class Outbox:
                 hosts[route.endpoint] = route.host
         bytes_out = sum(a.nbytes for (ep, _), ts in batches.items() if ep != self.endpoint
                         for a in ts.values())
+        end_us = time.time_ns() // 1000  # the client makes done_us of it
         timing = {"worker": self.name, "compute_us": compute_us,
                   "wait_us": int(ready.wait_s * 1e6), "bytes_out": bytes_out,
-                  "end_unix_us": time.time_ns() // 1000}  # the client makes done_us of it
+                  "start_unix_us": end_us - compute_us, "end_unix_us": end_us}
         timings = {**meta.timings, plan.node: timing} if meta.client else None
         local: list[Local] = []
         for (endpoint, node), tensors in batches.items():
@@ -74,6 +76,8 @@ class Outbox:
                 self.fail(graph, run, plan.node, exc)
                 return local
         results = {g: outputs[out] for out, gouts in plan.graph_outputs.items() for g in gouts}
+        if self.metrics is not None:
+            self.metrics.bytes_out += bytes_out + sum(a.nbytes for a in results.values())
         if meta.client and not results:
             return local  # a direct run: only nodes with graph outputs (or failures) report
         if results and meta.client and self._to_client(ready, results, timings):
@@ -81,7 +85,8 @@ class Outbox:
         send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
                                      run=run, node=plan.node, compute_us=compute_us,
                                      wait_us=timing["wait_us"], bytes_out=bytes_out,
-                                     timings=timings), self.plane.owned(results))
+                                     timings=timings, start_unix_us=end_us - compute_us,
+                                     end_unix_us=end_us), self.plane.owned(results))
         return local
 
     def _to_client(self, ready: Ready, results: dict[str, np.ndarray],
@@ -118,6 +123,9 @@ class Outbox:
                 pass
 
     def fail(self, graph: str, run: str, node: str, exc: InteropError) -> None:
+        log.warning("run %s: node %s failed: %s", run, node, exc.message,
+                    extra={"run": run, "graph": graph, "node": node, "worker": self.name,
+                           "code": exc.code.value})
         send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
                                      run=run, node=node, ok=False, code=exc.code.value,
                                      message=exc.message))

@@ -3,7 +3,8 @@
 A plugin hosts one model in one worker process. The contract is small:
 
     load(config, device)        build or read the model; raise ImportError if the
-                                framework is missing (``install_hint`` says what to get)
+                                framework is missing (``install_hint`` says what to get;
+                                only a missing ``frameworks`` module gets that hint)
     describe() -> [FunctionSpec] the functions with input/output names, dtypes, shapes
     call(function, inputs, args) -> {output name: array}
     get_params(names) / set_params(params)   optional parameter hooks
@@ -16,6 +17,7 @@ built-in NumPy plugin is registered there exactly as a third party's would be.
 from __future__ import annotations
 
 import importlib
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from importlib.metadata import entry_points
@@ -36,6 +38,9 @@ class PluginUnavailable(RuntimeError):
 class WorkerPlugin(ABC):
     #: what to install when load() raises ImportError, e.g. "pip install torch==2.13.0"
     install_hint: ClassVar[str] = ""
+    #: the top-level modules of the framework (default: the packages install_hint names);
+    #: only their absence gets the install hint, any other ImportError is shown as it is
+    frameworks: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def load(self, config: Mapping[str, Any], device: str) -> None: ...
@@ -75,9 +80,19 @@ def import_callable(path: str, *, what: str = "callable") -> Callable[..., Any]:
     module, _, attr = path.partition(":")
     if not module or not attr:
         raise ValueError(f"{what} {path!r} must look like 'package.module:function'")
-    obj: Any = importlib.import_module(module)
+    try:
+        obj: Any = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
+            raise ModuleNotFoundError(f"cannot import {path!r}: no module named {exc.name!r}",
+                                      name=exc.name, path=path) from exc
+        raise  # the module exists but needs another one: its own error says which
     for part in attr.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ImportError(f"cannot import {attr!r} from {module}", name=module,
+                              path=path) from None
     if not callable(obj):
         raise TypeError(f"{what} {path} is not callable")
     return obj
@@ -104,13 +119,53 @@ def load_plugin_class(name: str) -> type[WorkerPlugin]:
                              field="plugin")
 
 
+def framework_modules(cls: type[WorkerPlugin]) -> set[str]:
+    """The plugin's framework modules: ``frameworks``, or the packages after "pip install"
+    in its hint (``torch==2.13.0`` -> torch, ``tensorflow-cpu`` -> tensorflow)."""
+    if cls.frameworks:
+        return set(cls.frameworks)
+    words = cls.install_hint.partition("pip install")[2].split("(")[0].split()
+    names = {re.split(r"[=<>~!\[;]", w)[0] for w in words if not w.startswith("-")}
+    return {m for n in names if n for m in (n.replace("-", "_"), n.split("-")[0])}
+
+
+def _where(config: Any, path: str, at: tuple[str, ...] = ()) -> tuple[str, ...] | None:
+    """The config key holding ``path`` (a callable's import path), depth-first."""
+    if config == path:
+        return at
+    if len(at) < 8 and isinstance(config, Mapping | list):
+        items = config.items() if isinstance(config, Mapping) else enumerate(config)
+        for k, v in items:
+            found = _where(v, path, (*at, str(k)))
+            if found is not None:
+                return found
+    return None
+
+
+def _import_failure(name: str, exc: ImportError, config: Mapping[str, Any]) -> ImportError:
+    """The real ImportError, told with where the config names what failed to import."""
+    where = _where(config, exc.path) if exc.path else None
+    if where and where[0] == "functions" and len(where) >= 2:
+        place = f" (function {where[1]!r} in the worker config)"
+    elif where:
+        place = f" ({'.'.join(where)} in the worker config)"
+    else:
+        place = ""
+    return ImportError(f"{exc}{place}" if place else f"plugin {name!r}: {exc}",
+                       name=exc.name)
+
+
 def create_plugin(name: str, config: Mapping[str, Any], device: str) -> WorkerPlugin:
-    """Find, instantiate and load a plugin; PluginUnavailable names what to install."""
+    """Find, instantiate and load a plugin. A missing framework is PluginUnavailable, which
+    names what to install; any other ImportError (a typo in a callable path, a missing
+    helper package) is raised as it is, with the config key that named it."""
     cls = load_plugin_class(name)
     plugin = cls()
     try:
         plugin.load(config, device)
     except ImportError as exc:
+        if exc.name is not None and exc.name not in framework_modules(cls):
+            raise _import_failure(name, exc, config) from exc
         hint = cls.install_hint or f"the package that provides {exc.name or 'it'}"
         raise PluginUnavailable(
             f"plugin {name!r} needs a framework that is not installed ({exc}). Install: {hint}"

@@ -110,7 +110,10 @@ class CoordinatorState(Registry, Runs, Requests):
         except InteropError as exc:
             if exc.code.value == "unauthorized":
                 self.metrics.bad_messages.labels("unauthorized").inc()
-                log.warning("refused %s from %s: %s", msg.kind, _who(peer, key), exc.message)
+                log.warning("refused %s from %s: %s", msg.kind, _who(peer, key), exc.message,
+                            extra={"code": exc.code.value, "worker": exc.worker,
+                                   "run": getattr(msg, "run", None),
+                                   "graph": getattr(msg, "graph", None)})
             return [Send(peer, error_reply(exc, msg.id, getattr(msg, "run", None)))]
         except Exception:  # a bug must cost one message, not the coordinator
             log.exception("internal error while handling %s from %s", msg.kind, _who(peer, key))

@@ -71,6 +71,7 @@ class RunRecord:
     owner: str | None = None  # the starting client's CURVE key; None without CURVE
     input_bytes: int = 0  # counted by admission while the run is in flight
     direct: bool = False  # the client feeds the workers and gets the outputs itself
+    started_unix_us: int = 0  # our wall clock at RUN: nodes' unix times are relative to it
 
     @property
     def wire_run(self) -> str:

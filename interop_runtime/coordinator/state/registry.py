@@ -87,6 +87,8 @@ class Registry(StateTables):
             raise UnauthorizedError(f"heartbeat for worker {msg.name!r} without its session",
                                     field="session", worker=msg.name)
         w.last_seen = now
+        if msg.stats is not None:  # typed and bounded by the decoder; labels: its functions
+            self.metrics.worker_stats.update(w.name, msg.stats, w.functions)
         return []
 
     def _on_deregister(self, peer: bytes, msg: DeregisterMsg, arrays: Any, now: float) -> list[Send]:
@@ -103,12 +105,14 @@ class Registry(StateTables):
             if force or (w.lost_at is not None and now - w.lost_at > self.limits.dead_grace_s):
                 del self.workers[w.name]
                 self.metrics.worker_alive.remove(w.name, w.plugin, w.device)
+                self.metrics.worker_stats.forget(w.name)
 
     def _worker_lost(self, w: WorkerRecord, why: str, now: float | None = None) -> list[Send]:
         w.alive = False
         w.lost_at = time.monotonic() if now is None else now
         self.metrics.worker_alive.labels(w.name, w.plugin, w.device).set(0)
-        log.warning("worker %s lost: %s", w.name, why)
+        log.warning("worker %s lost: %s", w.name, why,
+                    extra={"worker": w.name, "code": "worker_lost"})
         out: list[Send] = []
         for run in list(self.runs_by_worker.pop(w.name, ())):
             rec = self.runs.get(run)

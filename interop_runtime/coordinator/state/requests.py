@@ -10,6 +10,7 @@ import numpy as np
 
 from interop_runtime.coordinator.state.base import StateTables
 from interop_runtime.coordinator.state.records import NAME, PendingOp, Send, reply
+from interop_runtime.coordinator.state.timeline import timeline
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import (
     BadHeaderError,
@@ -51,11 +52,14 @@ class Requests(StateTables):
             body = self._fitted("graphs", [{"name": n, "version": v, "nodes": list(s.nodes),
                                             "ready": n in self.graphs}
                                            for n, (v, s) in self.graph_specs.items()])
+        elif msg.what == "runs" and msg.run:
+            body = self._timeline(msg.run)
         elif msg.what == "runs":
             body = {**self._fitted("active", [{"run": r.run, "graph": r.graph,
                                                "outstanding": r.outstanding}
                                               for r in self.runs.values()]),
-                    "recent": sorted([*self.recent, *self.store.runs(50)],
+                    "recent": sorted([{k: v for k, v in r.items() if k != "timings"}
+                                      for r in self.recent] + self.store.runs(50),
                                      key=lambda r: r["started"], reverse=True)[:50]}
         elif msg.what == "status":
             body = {"workers_alive": sum(w.alive for w in self.workers.values()),
@@ -68,6 +72,30 @@ class Requests(StateTables):
         else:
             return self._result(peer, msg)
         return [Send(peer, reply(msg, body))]
+
+    def _timeline(self, run: str) -> dict[str, Any]:
+        """One run's timeline: in flight, among the recent runs, or in the store (detached
+        runs); nodes are cut to fit a header."""
+        rec = self.runs.get(run)
+        entry: dict[str, Any] | None = None
+        if rec is not None:
+            entry = {"run": rec.run, "graph": rec.graph, "state": "running",
+                     "started": rec.started_unix_us / 1e6, "timings": rec.timings}
+        if entry is None:
+            entry = next((r for r in reversed(self.recent) if r["run"] == run), None)
+        if entry is None:
+            entry = self.store.run_record(run)
+        if entry is None:
+            raise UnknownTargetError(f"no run {run!r} is known here (the coordinator keeps "
+                                     f"the last {self.recent.maxlen} runs, and detached ones)",
+                                     field="run")
+        graph = self.graph_specs.get(entry.get("graph") or "")
+        body = timeline(entry, graph[1] if graph else None)
+        fitted = self._fitted("nodes", list(body["nodes"].items()))
+        body["nodes"] = dict(fitted["nodes"])
+        if "truncated" in fitted:
+            body["truncated"] = fitted["truncated"]
+        return {"timeline": body}
 
     def _routes(self, graph: str | None) -> dict[str, Any]:
         """Where a client sends a direct run's inputs and who sends back its outputs (SPEC

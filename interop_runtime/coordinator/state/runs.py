@@ -19,6 +19,7 @@ from interop_runtime.coordinator.state.records import (
     error_reply,
     reply,
 )
+from interop_runtime.coordinator.state.timeline import node_timing
 from interop_runtime.graph.compile import CompiledGraph
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.wire.codec import new_id
@@ -88,7 +89,8 @@ class Runs(StateTables):
         timeout = msg.timeout_s if msg.timeout_s is not None else self.default_run_timeout_s
         rec = RunRecord(run=msg.run, graph=msg.graph, client=peer, client_msg=msg.id, started=now,
                         deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers,
-                        owner=self.caller_key, input_bytes=nbytes, direct=msg.direct)
+                        owner=self.caller_key, input_bytes=nbytes, direct=msg.direct,
+                        started_unix_us=time.time_ns() // 1000)
         if any(n.retries for n in spec.nodes.values()):
             rec.inputs = dict(arrays)
         self.runs[msg.run] = rec
@@ -219,14 +221,19 @@ class Runs(StateTables):
                 node=msg.node, worker=worker))
         worker = rec.outstanding.pop(msg.node)
         if msg.timings:  # a direct run's upstream nodes, which send no DONE of their own
-            rec.timings.update({n: t for n, t in msg.timings.items() if n in spec.nodes})
+            rec.timings.update({n: node_timing(t, rec.started_unix_us)
+                                for n, t in msg.timings.items() if n in spec.nodes})
         mine = {g for g, ref in spec.outputs.items() if ref.partition(".")[0] == msg.node}
         rec.outputs.update({g: a for g, a in arrays.items() if g in mine})
         self.metrics.node_compute.labels(rec.graph, msg.node, worker).observe(msg.compute_us / 1e6)
         self.metrics.bytes.labels("worker_to_worker").inc(msg.bytes_out)
-        rec.timings[msg.node] = {"worker": worker, "compute_us": msg.compute_us,
-                                 "wait_us": msg.wait_us, "bytes_out": msg.bytes_out,
-                                 "done_us": int((now - rec.started) * 1e6)}
+        own: dict[str, Any] = {"worker": worker, "compute_us": msg.compute_us,
+                               "wait_us": msg.wait_us, "bytes_out": msg.bytes_out,
+                               "done_us": int((now - rec.started) * 1e6)}
+        if msg.end_unix_us is not None:  # the worker's clock, not when we heard of it
+            own["start_unix_us"] = min(msg.start_unix_us or msg.end_unix_us, msg.end_unix_us)
+            own["end_unix_us"] = msg.end_unix_us
+        rec.timings[msg.node] = node_timing(own, rec.started_unix_us)
         if rec.outstanding:
             return []
         return self._finish_run(rec, now)
@@ -263,20 +270,23 @@ class Runs(StateTables):
 
     def _remember(self, rec: RunRecord, state: str, error: dict[str, Any] | None = None
                   ) -> None:
-        """A finished run that was not detached: in memory only, for QUERY runs."""
+        """A finished run that was not detached: in memory only, for QUERY runs (its
+        timeline too, for QUERY runs with ``run``)."""
         self.recent.append({"run": rec.run, "graph": rec.graph, "state": state,
                             "started": time.time() - (time.monotonic() - rec.started),
-                            "finished": time.time(), "error": error})
+                            "finished": time.time(), "error": error, "timings": rec.timings})
 
     def _fail_run(self, rec: RunRecord, exc: InteropError) -> list[Send]:
         self._forget_run(rec)
         self.finished_failed += 1
         self.metrics.runs.labels(rec.graph, exc.code.value).inc()
-        log.warning("run %s failed: %s", rec.run, exc)
+        log.warning("run %s failed: %s", rec.run, exc,
+                    extra={"run": rec.run, "graph": rec.graph, "node": exc.node,
+                           "worker": exc.worker, "code": exc.code.value})
         state = "cancelled" if isinstance(exc, RunCancelledError) else "failed"
         error = {"code": exc.code.value, "message": exc.message, **exc.details()}
         if rec.detach:
-            self.store.run_finished(rec.run, state, error=error)
+            self.store.run_finished(rec.run, state, error=error, timings=rec.timings)
         else:
             self._remember(rec, state, error)
         out = [Send(rec.client, error_reply(exc, rec.client_msg, rec.run))] if not rec.detach else []
