@@ -135,6 +135,14 @@ class TensorFlowPlugin(WorkerPlugin):
 
         return build(self._loaded()).to_dict()
 
+    def device_memory(self) -> int | None:
+        """Bytes TensorFlow holds on this worker's GPU (the worker's metrics hook); None on
+        the CPU."""
+        if "GPU" not in str(self._device).upper():
+            return None
+        info = self._tf.config.experimental.get_memory_info(str(self._device).lstrip("/"))
+        return int(info["current"])
+
     def close(self) -> None:
         self._model = self._trainer = None
 

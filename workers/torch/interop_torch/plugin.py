@@ -198,6 +198,15 @@ class TorchPlugin(WorkerPlugin):
             raise UnknownTargetError("no model is loaded", field="names")
         return dict(self._model.state_dict())
 
+    def device_memory(self) -> int | None:
+        """Bytes of CUDA memory this process's tensors hold (the worker's metrics hook);
+        None on the CPU."""
+        if self._device is None or self._device.type != "cuda":
+            return None
+        import torch
+
+        return int(torch.cuda.memory_allocated(self._device))
+
     def close(self) -> None:
         on_gpu = self._device is not None and self._device.type == "cuda"
         self._model, self._functions, self._trainer = None, {}, None
