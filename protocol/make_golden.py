@@ -32,6 +32,7 @@ from interop_runtime.wire.messages import (
     DoneMsg,
     ErrorMsg,
     FunctionSpec,
+    FunctionStats,
     GraphMsg,
     Header,
     HeartbeatMsg,
@@ -41,6 +42,7 @@ from interop_runtime.wire.messages import (
     ReplyMsg,
     RunMsg,
     TensorSpec,
+    WorkerStats,
 )
 from interop_runtime.wire.payloads import GraphSpec
 
@@ -165,6 +167,13 @@ def worker_flow() -> list[dict[str, Any]]:
                HeartbeatMsg(v=V, id="w1-0002", src="w1", name="w1", session=SESSION)),
         vector("heartbeat_busy", "A heartbeat from a worker that is computing.",
                HeartbeatMsg(v=V, id="w1-0003", src="w1", name="w1", busy=True, session=SESSION)),
+        vector("heartbeat_stats", "A heartbeat with the worker's own metrics: totals per "
+               "function since it started, and current levels (the coordinator exposes them "
+               "as interop_worker_* series).",
+               HeartbeatMsg(v=V, id="w1-0004", src="w1", name="w1", session=SESSION,
+                            stats=WorkerStats(functions={"scale": FunctionStats(
+                                calls=120, errors=1, compute_us=5400)}, pending=2,
+                                bytes_in=983040, bytes_out=491520, rss_bytes=64487424))),
         vector("error_unauthorized_heartbeat", "A heartbeat for w1 whose session is not w1's "
                "(from another process): refused, and w1's liveness is not renewed.",
                ErrorMsg(v=V, id="co-0003", src=CO, reply_to="x-0002", code="unauthorized",
