@@ -130,6 +130,12 @@ def cgraph(res: ResultFile, args: argparse.Namespace) -> None:
             assert np.array_equal(ray.get(cdag.execute(small), timeout=30), small)
             res.guarded("chain_1k", lambda: {**summarize_ns(time_loop(
                 lambda: execute(cdag, small), args.iters, args.warmup)), "hops": 3})
+            # pipelined, as the pipeline section measures ours: a window of executions in
+            # flight, refilled as the oldest finishes; the graph caps the window at its
+            # _max_inflight_executions (10 by default)
+            for window in (1, 4, 8):
+                res.guarded(f"pipelined_{window}", lambda w=window: pipelined(
+                    ray, cdag, small, w, max(200, args.iters)))
         if args.big:
             big = np.arange(args.size_mib * MIB // 4, dtype=np.float32)
             # Each channel holds _max_inflight_executions buffers (10 by default) that start at
@@ -150,6 +156,19 @@ def cgraph(res: ResultFile, args: argparse.Namespace) -> None:
         t0 = time.monotonic()
         bounded(ray.shutdown, 30, res, "shutdown")
         res.put("shutdown_s", time.monotonic() - t0)
+
+
+def pipelined(ray: Any, cdag: Any, x: np.ndarray, window: int, runs: int) -> dict[str, Any]:
+    """Runs/s with ``window`` executions in flight."""
+    inflight: list[Any] = []
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        if len(inflight) >= window:
+            ray.get(inflight.pop(0), timeout=60)
+        inflight.append(cdag.execute(x))
+    for ref in inflight:
+        ray.get(ref, timeout=60)
+    return {"runs_per_s": runs / (time.perf_counter() - t0), "window": window, "runs": runs}
 
 
 @contextlib.contextmanager

@@ -10,7 +10,8 @@ Latency is ``Client.run`` wall time in the calling thread.
 
 Transports: ``tcp`` (everything on tcp://127.0.0.1, same-host shared memory for tensors of
 64 KiB and more), ``ipc`` (ipc:// sockets), ``curve`` (tcp with the default secure set-up),
-``noshm`` (tcp, workers with --no-shm: frames only, what peers on other hosts get) and
+``noshm`` (tcp, workers with --no-shm: frames only, what peers on other hosts get),
+``curvenoshm`` (the same under CURVE: what encryption costs between hosts) and
 ``viacoord`` (tcp, ``Client(direct=False)``: every tensor through the coordinator, the
 path before direct runs).
 """
@@ -68,9 +69,11 @@ def start(transport: str, tmp: str) -> BenchCluster:
     (--insecure); curve: tcp with the default secure set-up (ephemeral CURVE keys, roles)."""
     coordinator: dict[str, Any] = {"heartbeat_s": 1.0, "curve": False}
     worker_bind: str | None = None
-    shm = transport != "noshm"
+    shm = transport not in ("noshm", "curvenoshm")
     if transport in ("noshm", "viacoord"):
         pass  # tcp; noshm: frames only; viacoord: the client goes through the coordinator
+    elif transport == "curvenoshm":  # what CURVE costs between hosts: every byte encrypted
+        coordinator["curve"] = True
     elif transport == "ipc":
         coordinator["bind"] = f"ipc://{tmp}/coord.sock"
         worker_bind = "ipc"  # a socket file per worker in the cluster's log dir
@@ -79,7 +82,8 @@ def start(transport: str, tmp: str) -> BenchCluster:
             raise RuntimeError("this interop_runtime has no CoordinatorSpec.curve")
         coordinator["curve"] = True
     elif transport != "tcp":
-        raise ValueError(f"unknown transport {transport!r} (tcp, ipc, curve, noshm, viacoord)")
+        raise ValueError(f"unknown transport {transport!r} (tcp, ipc, curve, noshm, "
+                         f"curvenoshm, viacoord)")
     spec = ClusterSpec.model_validate({
         "coordinator": coordinator,
         "workers": [{**numpy_worker(w, "identity"), "bind": worker_bind, "shm": shm}
