@@ -51,12 +51,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--ray-iters", type=int, help="1 KiB iterations for Ray (default: --iters)")
     ap.add_argument("--size-mib", type=int, default=64, help="large payload, MiB (default 64)")
     ap.add_argument("--small-bytes", type=int, default=1024, help="small payload (default 1024)")
-    ap.add_argument("--transports", default="tcp,curve,noshm,viacoord",
+    ap.add_argument("--transports", default="tcp,curve,noshm,curvenoshm,viacoord",
                     help="for raw zmq and our runtime: tcp, ipc (plain text, --insecure); the "
                          "runtime also takes curve (tcp with the default secure set-up), "
                          "noshm (workers without shared memory, as across hosts) and viacoord "
                          "(every tensor through the coordinator) (default "
-                         "tcp,curve,noshm,viacoord)")
+                         "tcp,curve,noshm,curvenoshm,viacoord)")
     ap.add_argument("--sections", default=",".join(DEFAULT_SECTIONS),
                     help=f"which sections, in order (default: {','.join(DEFAULT_SECTIONS)}; "
                          f"also: profile, a CPU profile of the coordinator and workers)")
