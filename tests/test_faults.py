@@ -248,22 +248,27 @@ def test_coordinator_kill9_ends_every_in_flight_run_with_a_typed_answer(start_cl
         assert c.run(fast, x)["y"].tolist() == [2.0, 2.0]
 
 
-def test_a_blocking_run_ends_typed_across_a_coordinator_kill9(start_cluster, tmp_path) -> None:
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_blocking_run_ends_typed_across_a_coordinator_kill9(start_cluster, tmp_path,
+                                                             direct: bool) -> None:
     """Client.run waits in the caller's thread (not the I/O thread's): it watches the
-    coordinator's epoch itself, and a kill -9 mid-run ends it with CoordinatorRestartedError."""
+    coordinator's epoch itself, and a kill -9 mid-run ends it with CoordinatorRestartedError.
+    A direct run's data does not pass the coordinator: it may also finish with its outputs,
+    if they arrive before the client sees the new epoch; it never ends in silence."""
     from interop_runtime import CoordinatorRestartedError
 
     cluster = start_cluster(numpy_worker("w", "sleep"), heartbeat_s=0.3,
                             state=str(tmp_path / "state.sqlite"))
     g = Graph("slow").node("s", "w", "sleep", seconds=2.0).input("x", "s.x").output("y", "s.y")
     outcome: list[BaseException | None] = []
-    with cluster.client(timeout_s=30) as c:
+    with cluster.client(timeout_s=30, direct=direct) as c:
         c.register(g)
 
         def blocking_run() -> None:
             try:
-                c.run("slow", {"x": np.ones(2, np.float32)}, timeout_s=30)
-                outcome.append(None)
+                out = c.run("slow", {"x": np.ones(2, np.float32)}, timeout_s=30)
+                outcome.append(None if np.array_equal(out["y"], np.ones(2, np.float32))
+                               else AssertionError(f"wrong output {out}"))
             except BaseException as exc:
                 outcome.append(exc)
         t = threading.Thread(target=blocking_run)
@@ -274,4 +279,8 @@ def test_a_blocking_run_ends_typed_across_a_coordinator_kill9(start_cluster, tmp
         cluster.coordinator.wait(10)
         cluster.start_coordinator()
         t.join(30)
-    assert len(outcome) == 1 and isinstance(outcome[0], CoordinatorRestartedError), outcome
+    assert len(outcome) == 1, outcome
+    if direct:
+        assert outcome[0] is None or isinstance(outcome[0], CoordinatorRestartedError), outcome
+    else:
+        assert isinstance(outcome[0], CoordinatorRestartedError), outcome
