@@ -435,7 +435,8 @@ def _breakdown(rep: dict[str, Any], derived: dict[str, Any]) -> list[str]:
             est = 6 * (micro["encode_data_1k"] + micro["decode_data_1k"]) + micro.get(
                 "store_run", 0)
             derived["codec_store_cpu_us_per_chain_run"] = est
-            lines.append(f"a chain run sends 6 messages (RUN, 2 DATA, 2 DONE, REPLY): about "
+            lines.append(f"a chain run through the coordinator sends 6 messages (RUN, 2 DATA, "
+                         f"2 DONE, REPLY; a direct one: 3 DATA, RUN, 1 DONE): about "
                          f"{fmt(est)} us of encode/decode + SQLite CPU per run, spread over "
                          f"4 processes")
     for t in ("tcp", "ipc"):
