@@ -137,7 +137,8 @@ class Client(Queries):
         """I/O thread: a submitted direct run."""
         assert self._io_direct is not None
         try:
-            self._io_direct.warm_up(routes)
+            for event in self._io_direct.warm_up(routes):
+                self._direct_event(event)
             self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s)
             self._dealer.send_multipart(encode(msg), copy=False)  # the record, after the data
         except InteropError as exc:

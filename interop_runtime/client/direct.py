@@ -137,22 +137,33 @@ class DirectPath:
             self.poller.register(sock, zmq.POLLIN)
         return sock
 
-    def warm_up(self, routes: Routes) -> None:
+    def warm_up(self, routes: Routes) -> list[tuple[DirectRun, InteropError | None]]:
         """Ping every worker of the routes once, so that each knows our routing id before
-        it has outputs for us (otherwise they would go the slow way, via the coordinator)."""
-        waiting: dict[str, zmq.Socket[bytes]] = {}
+        it has outputs for us (otherwise they would go the slow way, via the coordinator).
+        Returns what other runs' messages, read meanwhile, completed or failed."""
+        waiting: dict[str, tuple[zmq.Socket[bytes], str]] = {}
         for endpoint, key in routes.workers().items():
             if endpoint not in self.warm:
-                waiting[endpoint] = sock = self.socket(endpoint, key)
-                send_msg(sock, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
-                                          action="ping"))
+                sock = self.socket(endpoint, key)
+                ping = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client", action="ping")
+                waiting[endpoint] = (sock, ping.id)
+                send_msg(sock, ping)
+        events = []
         deadline = time.monotonic() + WARM_TIMEOUT_S
-        for endpoint, sock in waiting.items():
+        for endpoint, (sock, ping_id) in waiting.items():
             while (left := deadline - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
-                env = decode(sock.recv_multipart(copy=False))
-                if isinstance(env.msg, (ReplyMsg, ErrorMsg)):
+                frames = sock.recv_multipart(copy=False)
+                try:
+                    msg = decode(frames, max_bytes=self.max_bytes or (1 << 31)).msg
+                except InteropError:
+                    continue
+                if isinstance(msg, (ReplyMsg, ErrorMsg)) and msg.reply_to == ping_id:
                     self.warm.add(endpoint)  # an answer of any kind: the route is there
                     break
+                event = self.on_frames(sock, frames)  # another run's: not lost
+                if event is not None:
+                    events.append(event)
+        return events
 
     # --- a run -----------------------------------------------------------------------------
 
