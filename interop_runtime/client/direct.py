@@ -24,7 +24,7 @@ import zmq
 
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security
-from interop_runtime.transport.shm import SegmentPool, ShmHandle, host_key
+from interop_runtime.transport.shm import SHM_MIN_BYTES, SegmentPool, ShmHandle, host_key
 from interop_runtime.transport.shm_maps import SegmentMaps
 from interop_runtime.transport.sockets import connect_dealer, send_msg
 from interop_runtime.wire.codec import decode, new_id
@@ -47,7 +47,6 @@ from interop_runtime.wire.messages import (
 
 log = logging.getLogger("interop.client")
 
-SHM_MIN_BYTES = 64 * 1024
 MAX_DIRECT_RUNS = 10_000  # runs one path collects at once
 WARM_TIMEOUT_S = 5.0
 

@@ -44,6 +44,8 @@ _TOKEN = re.compile(r"[0-9a-f]{32}")
 _INT_LIMIT = 1 << 63
 
 
+SHM_MIN_BYTES = 64 * 1024  # below this a frame costs less than a segment round trip
+
 @dataclass(frozen=True, repr=False)
 class ShmHandle:
     """Where a tensor's bytes lie: segment ``fd`` of process ``pid``, bytes off..off+len."""

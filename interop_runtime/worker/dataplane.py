@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from interop_runtime.transport.shm import SegmentPool, ShmHandle
+from interop_runtime.transport.shm import SHM_MIN_BYTES, SegmentPool, ShmHandle
 from interop_runtime.transport.shm_maps import SegmentMaps
 from interop_runtime.wire.codec import Envelope
 from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
@@ -26,7 +26,6 @@ from interop_runtime.worker.state import RunMeta, WorkerState
 
 log = logging.getLogger("interop.worker")
 
-SHM_MIN_BYTES = 64 * 1024  # below this a frame costs less than a segment round trip
 DEFAULT_POOL_BYTES = 4 << 30
 MAX_RUNS_TRACKED = 10_000  # runs whose leases a cancel can reclaim
 DEFAULT_LEASE_S = 600.0  # the longest a consumer may hold a segment before it is reclaimed

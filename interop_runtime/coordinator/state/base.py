@@ -50,8 +50,9 @@ class StateTables:
     runs_by_worker: dict[str, set[str]]
     ops: dict[str, PendingOp]  # id of the message we sent -> op
     recent: deque[dict[str, Any]]
-    early_done: OrderedDict[str, list[tuple[bytes, Any, dict[str, Any]]]]  # wire run -> DONEs
-    early_done_at: dict[str, float]
+    # wire run -> (first arrival, its DONEs), oldest first: a direct run's completions that
+    # came before its RUN
+    early_done: OrderedDict[str, tuple[float, list[tuple[bytes, Any, dict[str, Any]]]]]
     finished_ok: int
     finished_failed: int
 

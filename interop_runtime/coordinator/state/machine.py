@@ -84,7 +84,6 @@ class CoordinatorState(Registry, Runs, Requests):
         self.finished_ok = 0
         self.recent = deque(maxlen=RECENT_RUNS)  # finished runs that were not detached
         self.early_done = OrderedDict()
-        self.early_done_at = {}
         self.finished_failed = 0
         self.store.mark_interrupted()
         for name, version, spec in self.store.load_graphs():
@@ -135,10 +134,11 @@ class CoordinatorState(Registry, Runs, Requests):
             if w.alive and now - w.last_seen > self.dead_after_s:
                 out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s", now)
         self._prune_dead(now)  # a dead name cannot hold a slot forever
-        for run in [r for r, t in self.early_done_at.items()
-                    if now - t > self.limits.early_done_s or r not in self.early_done]:
-            self.early_done_at.pop(run)
-            self.early_done.pop(run, None)
+        while self.early_done:  # oldest first: stop at the first that may still be needed
+            run, (first, _) = next(iter(self.early_done.items()))
+            if now - first <= self.limits.early_done_s:
+                break
+            del self.early_done[run]
         for rec in [r for r in self.runs.values() if now > r.deadline]:
             if rec.waiting_for:
                 out += self._fail_run(rec, WorkerLostError(

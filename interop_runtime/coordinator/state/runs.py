@@ -105,7 +105,7 @@ class Runs(StateTables):
         if msg.direct:  # the client sent the inputs itself; completions may be here already
             self._track(rec, compiled)
             out = []
-            for worker, done, outputs in self.early_done.pop(rec.wire_run, ()):
+            for worker, done, outputs in self.early_done.pop(rec.wire_run, (0.0, []))[1]:
                 out += self._on_done(worker, done, outputs, now)
             return out
         out = self._dispatch(rec, compiled, arrays)
@@ -145,10 +145,9 @@ class Runs(StateTables):
         """A DONE for a run we do not know: a direct run's workers may finish before its
         RUN record reaches us. Kept briefly, and boundedly; most are late DONEs of ended
         runs, which simply expire."""
-        if len(self.early_done) >= self.limits.max_early_done:
+        if msg.run not in self.early_done and len(self.early_done) >= self.limits.max_early_done:
             self.early_done.popitem(last=False)
-        self.early_done.setdefault(msg.run, []).append((peer, msg, arrays))
-        self.early_done_at.setdefault(msg.run, now)
+        self.early_done.setdefault(msg.run, (now, []))[1].append((peer, msg, arrays))
 
     def _dispatch(self, rec: RunRecord, compiled: CompiledGraph, arrays: dict[str, np.ndarray]
                   ) -> list[Send]:
