@@ -59,7 +59,8 @@ from interop_runtime.client.client import Client
 from interop_runtime.client.results import RunResult
 from interop_runtime.client.testing import dial, inbox, numpy_worker
 from interop_runtime.wire.codec import decode
-from interop_runtime.wire.dtypes import itemsize, to_numpy_dtype
+from interop_runtime.wire.dtypes import STRING, itemsize, to_numpy_dtype
+from interop_runtime.wire.strings import encode_strings
 
 from .common import rss_bytes
 
@@ -413,6 +414,15 @@ def _fit(shape: list[int], size: int, budget: int) -> list[int]:
     return shape
 
 
+def _strings(shape: list[int], seed: int) -> bytes:
+    """A valid string tensor's frame: short non-ASCII words, some empty."""
+    count = math.prod(shape)
+    rng = np.random.default_rng(seed)
+    words = ["", "a", "é", "日本", "🦀x"]
+    values = np.array([words[i] for i in rng.integers(0, len(words), count)], dtype=object)
+    return encode_strings(values.reshape(shape) if shape else values.reshape(()), "fuzz")
+
+
 def _fill(kind: str, dtype: str, shape: list[int], seed: int) -> bytes:
     count = math.prod(shape)
     nbytes = count * itemsize(dtype)
@@ -451,9 +461,13 @@ def consistent_tensors(draw: st.DrawFn, pools: Pools, min_size: int = 0) -> Tens
         dtype = draw(st.sampled_from(["float32", "float32", *DTYPES]))
         shape = draw(st.lists(st.integers(0, 64), max_size=4)
                      | st.sampled_from([[], [0], [4], [1, 4], [4096], [0, 1 << 40]]))
-        shape = _fit(shape, itemsize(dtype), min(TENSOR_BYTES, budget))
-        data = _fill(draw(st.sampled_from(["random", "ramp", "ff", "special"])), dtype, shape,
-                     draw(st.integers(0, 2**32 - 1)))
+        if dtype == STRING:  # a well-formed string frame: offsets, then UTF-8 data
+            shape = _fit(shape, 8, min(TENSOR_BYTES, budget) // 2)
+            data = _strings(shape, draw(st.integers(0, 2**32 - 1)))
+        else:
+            shape = _fit(shape, itemsize(dtype), min(TENSOR_BYTES, budget))
+            data = _fill(draw(st.sampled_from(["random", "ramp", "ff", "special"])), dtype,
+                         shape, draw(st.integers(0, 2**32 - 1)))
         budget -= len(data)
         meta: dict[str, Any] = {"name": name, "dtype": dtype, "shape": shape, "frame": i + 1}
         if draw(st.integers(0, 3)) == 0:

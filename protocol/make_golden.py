@@ -23,9 +23,10 @@ import numpy as np
 
 from interop_runtime.graph.compile import compile_graph
 from interop_runtime.wire.codec import encode
-from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.dtypes import STRING, WIRE_DTYPES, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.messages import (
     PROTOCOL_VERSION,
+    BatchingSpec,
     ControlMsg,
     DataMsg,
     DeregisterMsg,
@@ -45,6 +46,7 @@ from interop_runtime.wire.messages import (
     WorkerStats,
 )
 from interop_runtime.wire.payloads import GraphSpec
+from interop_runtime.wire.strings import decode_strings
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 INVALID = GOLDEN / "invalid"
@@ -58,6 +60,8 @@ CURVE_KEY = "rq:rM>}U?@Lns47E1%kR.o@n%FcmmsL/@{H8]yf7"
 # --- exact JSON for tensor values ------------------------------------------------------------
 
 def _scalar(x: Any, name: str) -> Any:
+    if name == STRING:
+        return str(x)  # JSON strings are Unicode; the frame holds their UTF-8
     if name == "bool":
         return bool(x)
     if name.startswith(("int", "uint")):
@@ -92,7 +96,9 @@ def vector(name: str, description: str, msg: Header, arrays: Mapping[str, Any] |
             in_shm[meta.name] = {"dtype": meta.dtype, "shape": meta.shape,
                                  "shm": meta.shm.model_dump() if meta.shm else None}
             continue
-        a = np.frombuffer(frames[meta.frame], to_numpy_dtype(meta.dtype)).reshape(meta.shape)
+        a = decode_strings(frames[meta.frame], meta.shape, meta.name, meta.name) \
+            if meta.dtype == STRING else \
+            np.frombuffer(frames[meta.frame], to_numpy_dtype(meta.dtype)).reshape(meta.shape)
         tensors[meta.name] = {"dtype": meta.dtype, "shape": meta.shape, "values": tensor_values(a)}
     out = {"name": name, "description": description, "frames": [f.hex() for f in frames],
            "header": msgpack.unpackb(frames[0], raw=False), "tensors": tensors}
@@ -468,8 +474,91 @@ def direct_flow() -> list[dict[str, Any]]:
 def valid_vectors() -> list[dict[str, Any]]:
     groups: list[Callable[[], list[dict[str, Any]]]] = [
         worker_flow, graph_flow, run_flow, control_param_flow, error_examples, tensor_vectors,
-        direct_flow]
+        direct_flow, string_vectors, range_vectors, batching_vectors, pool_vectors,
+        model_vectors]
     return [v for g in groups for v in g()]
+
+
+def batching_vectors() -> list[dict[str, Any]]:
+    """v4: dynamic batching (section 8.6): FunctionSpec.batching, batch counts in stats."""
+    batched = SCALE.model_copy(update={"batching": BatchingSpec(max_batch=32, max_delay_ms=2)})
+    stats = WorkerStats(functions={"scale": FunctionStats(
+        calls=40, errors=0, compute_us=8100, batches=40, batched_runs=512)}, pending=0)
+    return [vector("register_batching", "A worker that batches concurrent runs of 'scale': up to "
+                   "32 rows along dim 0, the first waiting at most 2 ms (informative: peers see "
+                   "only timing change).",
+                   RegisterMsg(v=V, id="w1-5001", src="w1", name="w1", plugin="numpy",
+                               endpoint=W1_INBOX, functions=[batched], pid=4242)),
+            vector("heartbeat_batching", "Its stats: 40 calls served 512 runs (a mean batch "
+                   "of 12.8 runs).",
+                   HeartbeatMsg(v=V, id="w1-5002", src="w1", name="w1", session=SESSION,
+                                stats=stats))]
+
+
+def pool_vectors() -> list[dict[str, Any]]:
+    """v4: replica pools (section 19): a replica joins, a run placed on one, a drain."""
+    graph = GraphSpec.model_validate({
+        "name": "pooled", "nodes": {"a": {"worker": "w1", "function": "scale"},
+                                    "p": {"pool": "rep", "function": "scale"}},
+        "edges": ["a.y -> p.x"], "inputs": {"x": "a.x"}, "outputs": {"y": "p.y"}})
+    return [
+        vector("register_pool", "A replica of pool 'rep' joins (under CURVE its key's role "
+               "must grant the pool).",
+               RegisterMsg(v=V, id="r1-0001", src="rep-1", name="rep-1", plugin="numpy",
+                           endpoint=W2_INBOX, functions=[SCALE], pid=4343, host=HOST,
+                           pool="rep")),
+        vector("graph_register_pool", "A graph whose node p runs on any replica of 'rep'.",
+               GraphMsg(v=V, id="c-0201", src="client", op="register",
+                        spec=graph.model_dump(exclude_defaults=True))),
+        vector("run_direct_placed", "A direct run the client placed: node p on rep-1.",
+               RunMsg(v=V, id="c-0202", src="client", graph="pooled", run="run-0201",
+                      direct=True, input_bytes=32, routes=ROUTES_ID, place={"p": "rep-1"})),
+        vector("data_placed_edge", "w1 to rep-1, the replica the run's placement names; the "
+               "placement travels downstream with the run.",
+               DataMsg(v=V, id="w1-0201", src="w1", graph="pooled", run="run-0201", node="p",
+                       client=CLIENT_ID, client_host=HOST, place={"p": "rep-1"}),
+               {"x": A_OUT}),
+        vector("control_drain", "A client asks the coordinator to drain rep-1: no new runs; "
+               "it is shut down once its runs are done.",
+               ControlMsg(v=V, id="c-0203", src="client", action="drain",
+                          args={"worker": "rep-1"})),
+    ]
+
+
+def model_vectors() -> list[dict[str, Any]]:
+    """v4: models in running workers (section 9.4): a client's load, the worker's new
+    function table, a run of a graph that no longer fits."""
+    resnet = SCALE.model_copy(update={"name": "resnet/run"})
+    return [
+        vector("control_load_model", "A client asks the coordinator to load model resnet, "
+               "version 2, into w1 (a file path only); the coordinator sends w1 its own load.",
+               ControlMsg(v=V, id="c-0301", src="client", action="load",
+                          args={"worker": "w1", "model": "resnet", "version": "2",
+                                "config": {"model": "/models/resnet/2/model.onnx"}})),
+        vector("control_functions", "w1's whole new function table, on its own registration "
+               "connection, before it replies to the load.",
+               ControlMsg(v=V, id="w1-0301", src="w1", action="functions",
+                          args={"functions": [SCALE.model_dump(exclude_none=True),
+                                              resnet.model_dump(exclude_none=True)]})),
+        vector("error_graph_invalid", "A run of a graph whose edge no longer fits after w1 "
+               "replaced a model.",
+               ErrorMsg(v=V, id="co-0301", src=CO, reply_to="c-0302", code="graph_invalid",
+                        message="graph 'chain' no longer fits the functions of worker 'w1': "
+                                "edge 'a.y -> b.x': shape [1, 2] does not fit [7]",
+                        edge="a.y -> b.x", worker="w1")),
+    ]
+
+
+def range_vectors() -> list[dict[str, Any]]:
+    """v4: TensorSpec.range, the values an input accepts (section 5.2, REGISTER)."""
+    encode_fn = FunctionSpec(name="forward", doc="a text encoder", inputs=[
+        TensorSpec(name="input_ids", dtype="int64", shape=[None, 16], range=[0, 30521]),
+        TensorSpec(name="attention_mask", dtype="int64", shape=[None, 16], range=[0, 1])],
+        outputs=[TensorSpec(name="logits", dtype="float32", shape=[None, 2])])
+    return [vector("register_input_ranges", "A worker whose function states the values its "
+                   "inputs accept: token ids below the embedding's 30522 rows, a 0/1 mask.",
+                   RegisterMsg(v=V, id="w1-4001", src="w1", name="w1", plugin="torch",
+                               endpoint=W1_INBOX, functions=[encode_fn], pid=4242))]
 
 
 # --- invalid messages -------------------------------------------------------------------------
@@ -581,6 +670,61 @@ def invalid_vectors() -> list[dict[str, Any]]:
                 "accepts at most 128 bytes in all.",
                 [_pack(_data(tensors=[_t("a", "float32", [32], 1)])), bytes(128)], "too_large",
                 max_message_bytes=128),
+        *invalid_string_vectors(),
+    ]
+
+
+# --- string tensors (SPEC section 3.4) -----------------------------------------------------------
+
+def string_vectors() -> list[dict[str, Any]]:
+    return [
+        vector("dtype_string", "A 2x2 string tensor: one frame of 5 int64 offsets [0, 0, 6, 15, "
+               "29] then the UTF-8 data; an empty string, 2-, 3- and 4-byte UTF-8 characters.",
+               DataMsg(v=V, id="w1-3001", src="w1", graph="g", run="run-t", node="n"),
+               {"t": np.array([["", "héllo"], ["日本語", "naïve 🙂 ok"]], dtype=object)}),
+        vector("string_0d_and_empty", "A 0-d string tensor (one offset pair) and an empty one "
+               "(shape [0]: the frame is the single offset 0, 8 bytes, never zero-length).",
+               DataMsg(v=V, id="w1-3002", src="w1", graph="g", run="run-t", node="n"),
+               {"s": np.array("ß", dtype=object), "e": np.zeros(0, dtype=object)}),
+    ]
+
+
+def _strings_frame(offsets: Sequence[int], data: bytes) -> bytes:
+    return np.array(offsets, "<i8").tobytes() + data
+
+
+def invalid_string_vectors() -> list[dict[str, Any]]:
+    def bad(name: str, description: str, shape: list[int], frame: bytes,
+            code: str = "bad_tensor", **extra: Any) -> dict[str, Any]:
+        head = _pack(_data(tensors=[_t("s", STRING, shape, 1)]))
+        return invalid(name, description, [head, frame], code, **extra)
+    return [
+        bad("string_invalid_utf8", "Element 1 is the byte 0xff, never valid in UTF-8.", [2],
+            _strings_frame([0, 2, 3], b"ok\xff")),
+        bad("string_overlong_utf8", "Element 0 is c0 af, an overlong '/': refused like any "
+            "invalid UTF-8 (RFC 3629).", [1], _strings_frame([0, 2], b"\xc0\xaf")),
+        bad("string_surrogate_utf8", "Element 0 is ed a0 80, the UTF-8 form of the surrogate "
+            "U+D800, which UTF-8 excludes.", [1], _strings_frame([0, 3], b"\xed\xa0\x80")),
+        bad("string_split_character", "The data as a whole is valid UTF-8 ('é' is c3 a9) but an "
+            "offset falls inside the character: each element is checked on its own.", [2],
+            _strings_frame([0, 1, 2], "é".encode())),
+        bad("string_offsets_not_from_zero", "The first offset is 1, not 0.", [2],
+            _strings_frame([1, 2, 3], b"abc")),
+        bad("string_offsets_decreasing", "Offsets 0, 3, 1, 4: element 1 would end before it "
+            "starts.", [3], _strings_frame([0, 3, 1, 4], b"abcd")),
+        bad("string_offsets_beyond_data", "The last offset is 9 but the data has 4 bytes.", [2],
+            _strings_frame([0, 2, 9], b"abcd")),
+        bad("string_offsets_short_of_data", "The last offset is 3 but the data has 4 bytes: "
+            "trailing bytes no element owns.", [2], _strings_frame([0, 2, 3], b"abcd")),
+        bad("string_frame_shorter_than_offsets", "Shape [4] needs 5 offsets (40 bytes); the frame "
+            "has only 3 offsets and 2 data bytes.", [4], _strings_frame([0, 1, 2], b"ab")),
+        bad("string_offsets_too_large", "Shape [1000] would need 8008 bytes of offsets, over a "
+            "receiver that accepts at most 256 bytes in all.", [1000], _strings_frame([0], b""),
+            code="too_large", max_message_bytes=256),
+        invalid("string_in_shared_memory", "A string tensor with frame 0 and a shared-memory "
+                "handle: strings travel as frames only.",
+                [_pack(_data(tensors=[{**_t("s", STRING, [2], 0),
+                                       "shm": {**HANDLE, "len": 16}}]))], "bad_tensor"),
     ]
 
 

@@ -20,7 +20,7 @@ import pytest
 import zmq
 
 from interop_runtime.wire.codec import decode, encode
-from interop_runtime.wire.dtypes import WIRE_DTYPES, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.dtypes import DTYPE_NAMES, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import ProtocolError, error_class
 from interop_runtime.wire.messages import KINDS, PROTOCOL_VERSION, DataMsg
 
@@ -46,6 +46,10 @@ def expected_array(t: dict[str, Any]) -> np.ndarray:
     """The tensor a vector's exact ``values`` describe, in its wire dtype."""
     dtype = to_numpy_dtype(t["dtype"])
     values = t["values"]
+    if t["dtype"] == "string":  # JSON strings, nested like the shape (bare for 0-d)
+        out = np.empty(t["shape"], dtype=object)
+        out[...] = np.array(values, dtype=object)
+        return out
     if t["dtype"] == "bool" or t["dtype"].startswith(("int", "uint")):
         return np.array(values, dtype=dtype).reshape(t["shape"])
     flat = np.vectorize(_float, otypes=[np.float64])(np.array(values, dtype=object))
@@ -60,6 +64,9 @@ def expected_array(t: dict[str, Any]) -> np.ndarray:
 def assert_same_elements(got: np.ndarray, want: np.ndarray) -> None:
     """Bit-for-bit, except that any NaN equals any NaN."""
     assert got.dtype == want.dtype and got.shape == want.shape
+    if got.dtype.kind == "O":  # strings: every element a str, equal to the vector's
+        assert all(type(g) is str for g in got.reshape(-1)) and got.tolist() == want.tolist()
+        return
     if got.dtype.kind in "biu":
         assert np.array_equal(got, want)
         return
@@ -110,7 +117,7 @@ def test_golden_set_covers_every_kind_and_dtype() -> None:
     assert set(KINDS) <= kinds, f"no golden vector for {set(KINDS) - kinds}"
     tensors = [t for v in vectors for t in v["tensors"].values()]
     dtypes = {t["dtype"] for t in tensors}
-    assert set(WIRE_DTYPES) <= dtypes, f"no golden vector for {set(WIRE_DTYPES) - dtypes}"
+    assert set(DTYPE_NAMES) <= dtypes, f"no golden vector for {set(DTYPE_NAMES) - dtypes}"
     assert any(t["shape"] == [] for t in tensors), "no 0-d tensor"
     assert any(0 in t["shape"] for t in tensors), "no empty tensor"
     assert any(len(v["tensors"]) > 1 for v in vectors), "no multi-tensor message"

@@ -20,7 +20,8 @@ from typing import Any
 import msgpack
 import numpy as np
 
-from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
+from interop_runtime.wire.dtypes import STRING, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.strings import decode_strings, encode_strings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS graphs (
@@ -38,15 +39,23 @@ MAX_RESULT_BYTES = 4 << 30
 MAX_RUN_RECORDS = 100_000
 
 
+def _tensor_bytes(name: str, a: np.ndarray) -> bytes:
+    # strings are kept in their wire layout: tobytes() of an object array is pointers
+    if wire_dtype(a.dtype) == STRING:
+        return encode_strings(a, name)
+    return np.ascontiguousarray(a).tobytes()
+
+
 def pack_tensors(arrays: dict[str, np.ndarray]) -> bytes:
     return msgpack.packb({n: {"dtype": wire_dtype(a.dtype), "shape": list(a.shape),
-                              "data": np.ascontiguousarray(a).tobytes()}
+                              "data": _tensor_bytes(n, a)}
                           for n, a in arrays.items()}, use_bin_type=True)
 
 
 def unpack_tensors(blob: bytes) -> dict[str, np.ndarray]:
     raw = msgpack.unpackb(blob, raw=False)
-    return {n: np.frombuffer(t["data"], dtype=to_numpy_dtype(t["dtype"])).reshape(t["shape"])
+    return {n: decode_strings(t["data"], t["shape"], n, n) if t["dtype"] == STRING else
+            np.frombuffer(t["data"], dtype=to_numpy_dtype(t["dtype"])).reshape(t["shape"])
             for n, t in raw.items()}
 
 

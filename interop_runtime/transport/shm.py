@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from interop_runtime.wire.errors import BadHandleError, BusyError
+from interop_runtime.wire.strings import is_string_array
 
 MAGIC = b"IRSHM\x00\x00\x01"
 GEN_OFFSET = 8
@@ -45,6 +46,13 @@ _INT_LIMIT = 1 << 63
 
 
 SHM_MIN_BYTES = 64 * 1024  # below this a frame costs less than a segment round trip
+
+
+def frames_only(array: np.ndarray) -> bool:
+    """Whether a tensor goes as a frame, never a segment: small ones, and strings (the
+    codec builds their frame; a segment would hold the object pointers)."""
+    return array.nbytes < SHM_MIN_BYTES or is_string_array(array)
+
 
 @dataclass(frozen=True, repr=False)
 class ShmHandle:

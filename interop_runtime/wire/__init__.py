@@ -2,8 +2,8 @@
 
 dtypes (wire dtype names), errors (one exception per wire error code), messages (the
 pydantic header models), payloads (graph specs and worker plans that messages carry),
-codec (frames <-> Envelope), deadline (the one timeout rule) and schema (the generator
-of protocol/schema.json).
+codec (frames <-> Envelope), strings (the ``string`` dtype's frame), deadline (the one
+timeout rule) and schema (the generator of protocol/schema.json).
 
 Imports: msgpack, pydantic, numpy and ml_dtypes only; nothing else of interop_runtime.
 """

@@ -3,7 +3,9 @@
 ``encode(msg, arrays)`` returns ``[header, buf_1, ...]``: the header is msgpack,
 each buffer a memoryview of a C-contiguous little-endian array (no join, no copy).
 ``decode(frames)`` validates the header and wraps each buffer frame with
-``np.frombuffer`` (no copy; the arrays are read-only views of the frames).
+``np.frombuffer`` (no copy; the arrays are read-only views of the frames). String
+tensors are the exception both ways: their frame is built on encode, and decoded into a
+read-only numpy object array of str (wire/strings.py).
 
 Decoding never executes anything from the wire: msgpack maps, pydantic models and
 raw bytes only. Every failure raises a ProtocolError subclass naming the fault.
@@ -20,7 +22,7 @@ import msgpack
 import numpy as np
 from pydantic import ValidationError
 
-from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
+from interop_runtime.wire.dtypes import STRING, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import (
     BadFrameError,
     BadHeaderError,
@@ -42,6 +44,12 @@ from interop_runtime.wire.messages import (
     ReplyMsg,
     ShmHandleModel,
     TensorMeta,
+)
+from interop_runtime.wire.strings import (
+    check_size,
+    decode_strings,
+    encode_strings,
+    is_string_array,
 )
 from interop_runtime.wire.values import check_plain
 
@@ -72,6 +80,8 @@ class Envelope:
 
 def _as_wire_array(arr: Any) -> np.ndarray:
     a = np.asarray(arr)
+    if is_string_array(a):  # laid out by encode_strings, whatever the strides
+        return a
     if a.dtype.byteorder == ">":
         a = a.astype(a.dtype.newbyteorder("<"))
     # ascontiguousarray would turn a 0-d array into 1-d, so only call it when needed
@@ -100,17 +110,21 @@ def encode(
         for name, (dtype, shape, handle) in (shared or {}).items()]
     for name, value in (arrays or {}).items():
         a = _as_wire_array(value)
+        dtype = wire_dtype(a.dtype)
         metas.append(
             TensorMeta(
                 name=name,
-                dtype=wire_dtype(a.dtype),
+                dtype=dtype,
                 shape=list(a.shape),
                 frame=len(frames),
                 device=(devices or {}).get(name),
                 layout=(layouts or {}).get(name),
             )
         )
-        frames.append(a.reshape(-1).view(np.uint8).data if a.size else b"")
+        if dtype == STRING:
+            frames.append(encode_strings(a, name))
+        else:
+            frames.append(a.reshape(-1).view(np.uint8).data if a.size else b"")
     msg.tensors = metas
     frames[0] = header_bytes(msg)
     return frames
@@ -201,6 +215,9 @@ def _check_shared(meta: TensorMeta, where: str, max_bytes: int,
     if meta.shm is None:
         raise BadHeaderError(f"tensor {meta.name!r} has frame 0 but no shared-memory handle",
                              field=where)
+    if meta.dtype == STRING:
+        raise BadTensorError(f"tensor {meta.name!r}: string tensors travel as frames, never in "
+                             f"shared memory", field=where)
     if meta.name in seen:
         raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
     need = _element_count(meta, where) * to_numpy_dtype(meta.dtype).itemsize
@@ -273,8 +290,12 @@ def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame], max_bytes: i
         if meta.name in arrays:
             raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
         used.add(meta.frame)
-        dtype = to_numpy_dtype(meta.dtype)
         count = _element_count(meta, where)
+        if meta.dtype == STRING:
+            check_size(count, meta.name, where, max_bytes)
+            arrays[meta.name] = decode_strings(frames[meta.frame], meta.shape, meta.name, where)
+            continue
+        dtype = to_numpy_dtype(meta.dtype)
         if count * dtype.itemsize > max_bytes:
             raise TooLargeError(f"tensor {meta.name!r} would need {count * dtype.itemsize} bytes, "
                                 f"over this receiver's limit of {max_bytes}", field=where)

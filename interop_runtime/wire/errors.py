@@ -18,7 +18,8 @@ exception class, so a client re-raises the same class a worker would have raised
     ├── GraphError                    INVALID_GRAPH: cycles, dangling or doubly-fed inputs
     │   ├── ShapeMismatchError        SHAPE_MISMATCH: shapes do not fit along an edge / input
     │   ├── DTypeMismatchError        DTYPE_MISMATCH: dtypes do not fit along an edge / input
-    │   └── LayoutMismatchError       LAYOUT_MISMATCH: NCHW meets NHWC along an edge
+    │   ├── LayoutMismatchError       LAYOUT_MISMATCH: NCHW meets NHWC along an edge
+    │   └── GraphInvalidError         GRAPH_INVALID: a registered graph no longer fits a worker
     ├── RunError                      a run (or call) started but did not finish well
     │   ├── FunctionFailedError       FUNCTION_FAILED: the plugin raised
     │   ├── WorkerLostError           WORKER_LOST: the worker died or stopped heartbeating
@@ -26,6 +27,7 @@ exception class, so a client re-raises the same class a worker would have raised
     │   ├── CoordinatorRestartedError COORDINATOR_RESTARTED: the run's coordinator restarted
     │   └── RunCancelledError         CANCELLED: cancelled by a client
     ├── UnsupportedError              UNSUPPORTED: valid request the target cannot do
+    │   └── ModelMismatchError        INCOMPATIBLE: models do not fit a model operation
     ├── UnauthorizedError             UNAUTHORIZED: the sender's role may not do this
     ├── BusyError                     BUSY: backpressure, try again later
     └── InternalError                 INTERNAL: a bug on the replying side
@@ -51,12 +53,14 @@ class ErrorCode(StrEnum):
     SHAPE_MISMATCH = "shape_mismatch"
     DTYPE_MISMATCH = "dtype_mismatch"
     LAYOUT_MISMATCH = "layout_mismatch"
+    GRAPH_INVALID = "graph_invalid"
     FUNCTION_FAILED = "function_failed"
     WORKER_LOST = "worker_lost"
     TIMEOUT = "timeout"
     CANCELLED = "cancelled"
     COORDINATOR_RESTARTED = "coordinator_restarted"
     UNSUPPORTED = "unsupported"
+    INCOMPATIBLE = "incompatible"
     UNAUTHORIZED = "unauthorized"
     BUSY = "busy"
     INTERNAL = "internal"
@@ -169,6 +173,13 @@ class LayoutMismatchError(GraphError):
     code = ErrorCode.LAYOUT_MISMATCH
 
 
+class GraphInvalidError(GraphError):
+    """A registered graph whose worker changed its functions so that an edge no longer
+    fits; its runs are refused until it fits again."""
+
+    code = ErrorCode.GRAPH_INVALID
+
+
 class RunError(InteropError):
     code = ErrorCode.FUNCTION_FAILED
 
@@ -197,6 +208,13 @@ class UnsupportedError(InteropError):
     code = ErrorCode.UNSUPPORTED
 
 
+class ModelMismatchError(UnsupportedError):
+    """Two models (or parameter sets) do not fit a model operation: a copy, an average,
+    a broadcast. A subclass of UnsupportedError, so older handlers still catch it."""
+
+    code = ErrorCode.INCOMPATIBLE
+
+
 class UnauthorizedError(InteropError):
     code = ErrorCode.UNAUTHORIZED
 
@@ -214,9 +232,10 @@ _BY_CODE: dict[ErrorCode, type[InteropError]] = {
     for cls in (
         BadFrameError, BadHeaderError, VersionError, UnknownKindError, BadTensorError,
         TooLargeError, BadHandleError, UnknownTargetError, UnknownFunctionError, GraphError,
-        ShapeMismatchError, DTypeMismatchError, LayoutMismatchError, FunctionFailedError,
+        ShapeMismatchError, DTypeMismatchError, LayoutMismatchError, GraphInvalidError,
+        FunctionFailedError,
         WorkerLostError, RunTimeoutError, RunCancelledError, CoordinatorRestartedError,
-        UnsupportedError,
+        UnsupportedError, ModelMismatchError,
         UnauthorizedError, BusyError, InternalError,
     )
 }

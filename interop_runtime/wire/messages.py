@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-from interop_runtime.wire.dtypes import WIRE_DTYPES
+from interop_runtime.wire.dtypes import DTYPE_NAMES
 
 PROTOCOL_VERSION = 3
 
@@ -26,10 +26,12 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
 Name = Annotated[str, Field(min_length=1, max_length=256)]
 Ref = Annotated[str, Field(max_length=256)]  # a name that refers to something (may be empty)
-DTypeName = Literal[WIRE_DTYPES]  # type: ignore[valid-type]
+DTypeName = Literal[DTYPE_NAMES]  # type: ignore[valid-type]
 # node -> {worker, compute_us, wait_us, bytes_out, start_unix_us, end_unix_us}: typed, so that validation
 # (not a walk in Python) keeps it to plain strings and integers
 Timings = Annotated[dict[Name, dict[Name, int | str]], Field(max_length=10_000)]
+# a run's replica placement (SPEC section 19): pool node -> the worker that runs it
+Placement = Annotated[dict[Name, Name], Field(max_length=10_000)]
 
 
 class WireModel(BaseModel):
@@ -71,6 +73,24 @@ class TensorSpec(WireModel):
     dtype: DTypeName | None = None
     shape: list[int | None] | None = None
     layout: str | None = None
+    # [lo, hi], inclusive: the values the model accepts where it states them (token ids
+    # below an embedding's rows, a mask's 0/1); a hint for input generators, never enforced
+    range: Annotated[list[int | Annotated[float, Field(allow_inf_nan=False)]],
+                     Field(min_length=2, max_length=2)] | None = None
+
+
+MAX_BATCH = 4096  # rows in one batched call
+MAX_BATCH_DELAY_MS = 1000.0
+
+
+class BatchingSpec(WireModel):
+    """A function's dynamic batching (SPEC "Dynamic batching"): the worker stacks concurrent
+    runs' inputs along ``dim``, up to ``max_batch`` rows, waiting at most ``max_delay_ms``
+    after the first. Informative for peers: only timing changes."""
+
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]
+    max_delay_ms: Annotated[float, Field(ge=0, le=MAX_BATCH_DELAY_MS)] = 2.0
+    dim: Annotated[int, Field(ge=0, lt=MAX_NDIM)] = 0
 
 
 class FunctionSpec(WireModel):
@@ -78,6 +98,7 @@ class FunctionSpec(WireModel):
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
     doc: str | None = None
+    batching: BatchingSpec | None = None  # absent: one run per call
 
 
 class Header(WireModel):
@@ -105,11 +126,14 @@ class DataMsg(Header):
     client_host: Ref | None = None
     # a direct run: what the nodes upstream of this tensor cost, node -> timing map
     timings: Timings | None = None
+    # which replica runs each pool node of this run (SPEC section 19); travels downstream
+    place: Placement | None = None
 
 
 ControlAction = Literal[
     "invoke", "load", "unload", "pause", "resume", "cancel", "shutdown", "plan", "describe", "ping",
-    "model", "release",
+    "model", "release", "drain",
+    "functions",  # a worker's new function table, to the coordinator (SPEC 9.4)
 ]
 
 
@@ -179,6 +203,8 @@ class RegisterMsg(Header):
     # the host key of processes that can map this worker's shared memory (SPEC section
     # 17); absent: the worker declines shared memory and gets frames only
     host: Ref | None = None
+    # the replica pool this worker serves in (SPEC section 19); graph nodes may name it
+    pool: Name | None = None
 
 
 Count = Annotated[int, Field(ge=0, le=MAX_DIM)]
@@ -191,6 +217,9 @@ class FunctionStats(WireModel):
     calls: Count = 0
     errors: Count = 0
     compute_us: Count = 0
+    # a batched function only: calls its batcher made, and the runs they served
+    batches: Count | None = None
+    batched_runs: Count | None = None
 
 
 class WorkerStats(WireModel):
@@ -268,6 +297,7 @@ class RunMsg(Header):
     direct: bool = False
     input_bytes: Annotated[int, Field(ge=0, le=MAX_DIM)] = 0
     routes: Ref | None = None  # the ``routes_id`` of the QUERY routes answer it used
+    place: Placement | None = None  # a direct run: the replicas its client chose
 
 
 class QueryMsg(Header):

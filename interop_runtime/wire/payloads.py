@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from interop_runtime.wire.errors import GraphError
 
@@ -26,14 +26,28 @@ def split_port(ref: str, *, what: str) -> tuple[str, str]:
 
 
 class NodeSpec(BaseModel):
+    """One node: a function on a named ``worker``, or on any replica of a ``pool``."""
+
     model_config = ConfigDict(extra="forbid")
-    worker: str
+    worker: str = ""
+    pool: str | None = None
     function: str
     args: dict[str, Any] = {}
     # idempotent nodes may be re-run: if their worker is lost mid-run, the coordinator waits
     # for it to come back (a supervisor restarts it) and runs the whole graph again, up to
     # this many times, within the run's deadline
     retries: int = Field(default=0, ge=0, le=10)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> NodeSpec:
+        if bool(self.worker) == bool(self.pool):
+            raise ValueError("a node names either a worker or a pool, exactly one of them")
+        return self
+
+    @property
+    def target(self) -> str:
+        """What the node runs on, for people: ``w1``, or ``pool:resnet``."""
+        return self.worker or f"pool:{self.pool}"
 
 
 class EdgeSpec(BaseModel):
@@ -101,6 +115,9 @@ class Route(BaseModel):
     input: str
     public_key: str | None = None  # the consumer inbox's CURVE key, when CURVE is on
     host: str | None = None  # the consumer's host key: same as ours -> shared memory
+    # set when the consumer node runs on a replica pool: the node's routes then list every
+    # replica, and each run's DATA goes only to the one its placement names
+    pool: str | None = None
 
 
 class Feeder(BaseModel):

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from interop_runtime.wire.dtypes import WIRE_DTYPES
+from interop_runtime.wire.dtypes import DTYPE_NAMES
 from interop_runtime.wire.errors import ErrorCode
 from interop_runtime.wire.messages import KINDS, MESSAGE_ADAPTER, PROTOCOL_VERSION
 from interop_runtime.wire.payloads import GraphSpec, WorkerPlan
@@ -56,7 +56,7 @@ def json_schema() -> dict[str, Any]:
         ),
         "x-protocol-version": PROTOCOL_VERSION,
         "x-kinds": list(KINDS),
-        "x-dtypes": list(WIRE_DTYPES),
+        "x-dtypes": list(DTYPE_NAMES),
         "x-error-codes": [c.value for c in ErrorCode],
         **body,
         "$defs": dict(sorted(defs.items())),

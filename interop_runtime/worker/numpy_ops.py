@@ -66,6 +66,18 @@ def crash(x: np.ndarray) -> Any:
     os._exit(17)
 
 
+@numpy_function(inputs=[{"name": "x", "dtype": "string"}], outputs=[{"name": "y", "dtype": "string"}])
+def upper(x: np.ndarray) -> np.ndarray:
+    """y = x in upper case (a string tensor; returned as a StringDType array)."""
+    return np.strings.upper(x.astype(np.dtypes.StringDType()))
+
+
+@numpy_function(inputs=[{"name": "x", "dtype": "string"}], outputs=[{"name": "n", "dtype": "int64"}])
+def str_len(x: np.ndarray) -> np.ndarray:
+    """n = the length of each string in code points."""
+    return np.strings.str_len(x.astype(np.dtypes.StringDType())).astype(np.int64)
+
+
 @numpy_function(inputs=[], outputs=[{"name": "y", "dtype": "float32"}])
 def constant(value: float = 1.0, shape: list[int] | None = None) -> np.ndarray:
     """A source node: no inputs, one constant output."""

@@ -52,7 +52,7 @@ ORT_TO_WIRE: dict[str, str] = {
         ("int64", "int64"), ("uint8", "uint8"), ("uint16", "uint16"), ("uint32", "uint32"),
         ("uint64", "uint64"), ("float16", "float16"), ("bfloat16", "bfloat16"),
         ("float", "float32"), ("double", "float64"), ("complex64", "complex64"),
-        ("complex128", "complex128")]
+        ("complex128", "complex128"), ("string", "string")]
 }
 
 
@@ -76,6 +76,22 @@ def _ranked(model: onnx.ModelProto) -> set[str]:
 
 def _conv_inputs(model: onnx.ModelProto) -> set[str]:
     return {n.input[0] for n in model.graph.node if n.op_type in CONV_OPS and n.input}
+
+
+def _refuse_missing_locale(path: Path, exc: Exception) -> None:
+    """String operators (StringNormalizer: en_US.UTF-8 by default) need the host's locale;
+    onnxruntime's own message for a missing one is a C++ trace."""
+    text = str(exc)
+    if "Failed to construct locale" in text:
+        name = text.split("locale with name:", 1)[-1].split(":", 1)[0].strip() or "?"
+        raise ValueError(f"model {str(path)!r} needs locale {name!r}, which this host lacks: "
+                         f"install it (localedef -i en_US -f UTF-8 en_US.UTF-8, or set LOCPATH) "
+                         f"or set the node's 'locale' attribute") from None
+
+
+def _as_ort_strings(a: np.ndarray) -> np.ndarray:
+    """onnxruntime takes strings as object (or ``<U``) arrays, not StringDType ones."""
+    return a.astype(object) if a.dtype.kind == "T" else a
 
 
 class OnnxRuntimePlugin(WorkerPlugin):
@@ -113,7 +129,11 @@ class OnnxRuntimePlugin(WorkerPlugin):
             from .checks import refuse_external_data
 
             refuse_external_data(path)
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:
+            _refuse_missing_locale(path, exc)
+            raise
         if dev.is_gpu and "CUDAExecutionProvider" not in session.get_providers():
             # onnxruntime drops a provider it cannot initialise (missing CUDA/cuDNN libraries)
             # with only a log line; that would be a silent CPU fallback
@@ -125,8 +145,12 @@ class OnnxRuntimePlugin(WorkerPlugin):
             name=FUNCTION, doc=graph.doc_string or None,
             inputs=[_tensor_spec(i, conv, ranked) for i in session.get_inputs()],
             outputs=[_tensor_spec(o, conv, ranked) for o in session.get_outputs()])
-        self._bfloat16 = any(s.dtype == "bfloat16" for s in [*self._spec.inputs,
-                                                              *self._spec.outputs])
+        dtypes = {s.dtype for s in [*self._spec.inputs, *self._spec.outputs]}
+        self._bfloat16 = "bfloat16" in dtypes
+        if self._bfloat16 and "string" in dtypes:
+            # bfloat16 needs OrtValues, and onnxruntime makes no OrtValue from strings
+            raise UnsupportedError(f"model {str(path)!r} has both bfloat16 and string tensors; "
+                                   "onnxruntime's Python API cannot feed both in one run")
         self._session, self._path = session, path
 
     def describe(self) -> list[FunctionSpec]:
@@ -150,7 +174,8 @@ class OnnxRuntimePlugin(WorkerPlugin):
             return dict(zip(names, self._run_ort_values(inputs, names), strict=True))
         # onnxruntime only reads its inputs, so read-only frames go in without a copy,
         # unless misaligned: kernels chosen by alignment would change the last bits
-        feed = {n: aligned(a, NUMPY_ALIGNMENT) for n, a in inputs.items()}
+        feed = {n: _as_ort_strings(a) if a.dtype.kind in "OUT" else aligned(a, NUMPY_ALIGNMENT)
+                for n, a in inputs.items()}
         return dict(zip(names, self._session.run(names, feed), strict=True))
 
     def _run_ort_values(self, inputs: Mapping[str, np.ndarray], names: list[str]
