@@ -203,3 +203,27 @@ def test_launch_with_a_bad_pipeline_is_one_line(tmp_path, state) -> None:
     assert done.returncode == 1, out
     assert "Traceback" not in out and len(out.splitlines()) == 1, out
     assert str(pipeline) in out and "nodez" in out
+
+
+def test_interop_scale_grows_and_shrinks_a_pool_of_a_running_up(tmp_path, state,
+                                                                 start_up) -> None:
+    path = cluster_file(tmp_path, "pooled", [{**numpy("rep"), "replicas": 1}])
+    up = start_up(path)
+    up.wait_for("ready")
+    grown = subprocess.run([*CLI, "scale", "rep", "3"], capture_output=True, text=True,
+                           timeout=120)
+    assert grown.returncode == 0, grown.stdout + grown.stderr
+    assert "pool rep: 3 replicas (rep-0, rep-1, rep-2)" in grown.stdout
+    info = json.loads((find_cluster_state("pooled") / "cluster.json").read_text())
+    with client_for(info) as c:
+        assert sorted(w["name"] for w in c.workers() if w["alive"] and w["pool"] == "rep") \
+            == ["rep-0", "rep-1", "rep-2"]
+        shrunk = subprocess.run([*CLI, "scale", "rep", "1"], capture_output=True, text=True,
+                                timeout=120)
+        assert shrunk.returncode == 0 and "pool rep: 1 replicas (rep-0)" in shrunk.stdout
+        assert [w["name"] for w in c.workers() if w["alive"]] == ["rep-0"]
+    bad = subprocess.run([*CLI, "scale", "nope", "2"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode == 1 and "no pool 'nope'" in bad.stdout
+    assert "Traceback" not in bad.stdout + bad.stderr and len(bad.stdout.splitlines()) == 1
+    assert "exited" not in up.text()  # the drained replicas left on purpose, quietly

@@ -37,6 +37,8 @@ def _ago(seconds: float) -> str:
 
 
 def _liveness(w: dict[str, Any]) -> str:
+    if w.get("alive") and w.get("draining"):
+        return "[yellow]draining[/yellow]"
     if w.get("alive"):
         return "[green]alive[/green]"
     return f"[red]dead[/red] (last seen {_ago(float(w.get('last_seen_s') or 0))})"
@@ -51,10 +53,11 @@ def workers(coordinator: CoordOpt = DEFAULT_ADDRESS, json_out: JsonOpt = False,
     if json_out:
         print(json.dumps({"workers": rows}))
         return
-    table = Table("worker", "plugin", "device", "state", "endpoint", "functions")
+    table = Table("worker", "pool", "plugin", "device", "state", "endpoint", "functions")
     for w in rows:
-        table.add_row(escape(w["name"]), escape(w["plugin"]), escape(w["device"]), _liveness(w),
-                      escape(w["endpoint"]), escape(", ".join(f["name"] for f in w["functions"])))
+        table.add_row(escape(w["name"]), escape(w.get("pool") or "-"), escape(w["plugin"]),
+                      escape(w["device"]), _liveness(w), escape(w["endpoint"]),
+                      escape(", ".join(f["name"] for f in w["functions"])))
     console.print(table)
     dead = sum(not w["alive"] for w in rows)
     if dead:

@@ -107,6 +107,7 @@ def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
     exits."""
     from interop_runtime.cli.localrun import local_cluster
     from interop_runtime.cli.progress import summary
+    from interop_runtime.client.scaling import serve_scale_requests
 
     _stop_on_sigterm()
     spec = _load(lambda p: _cluster_spec(p, insecure), cluster)
@@ -116,6 +117,8 @@ def up(cluster: Annotated[Path, typer.Argument(help="Cluster YAML.")],
             console.print("[green]ready[/green]; Ctrl-C stops the cluster")
             view = session.view
             while not view.coordinator_died.wait(0.5):
+                if serve_scale_requests(session.cluster):  # `interop scale` from elsewhere
+                    session.save()
                 if view.changed.is_set():
                     view.changed.clear()
                     session.save()

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 import zmq
 
-from interop_runtime.client.direct import DirectPath, DirectRun, Routes
+from interop_runtime.client.direct import DirectPath, DirectRun, Inflight, Routes
 from interop_runtime.client.epochs import EpochWatch
+from interop_runtime.client.models import Models
 from interop_runtime.client.queries import Queries
 from interop_runtime.client.results import RunResult
 from interop_runtime.client.sync import SyncChannel
@@ -60,7 +61,7 @@ def _chain(src: Future[RunResult], dst: Future[RunResult]) -> None:
         dst.set_exception(exc)
 
 
-class Client(Queries):
+class Client(Queries, Models):  # models.py: load, unload and list models in workers
     def __init__(self, address: str, *, timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S,
                  max_message_bytes: int | None = None, security: Security | None = None,
                  direct: bool = True) -> None:
@@ -85,8 +86,10 @@ class Client(Queries):
         self._closed = False
         self._registered: dict[str, str] = {}  # graph name -> spec json, to skip re-registering
         self._epochs = EpochWatch()
+        # runs in flight per replica, over all threads: what placing a run goes by
+        self._inflight = Inflight()
         self._sync = SyncChannel(self.ctx, address, security=security,
-                                 max_message_bytes=max_message_bytes)
+                                 max_message_bytes=max_message_bytes, inflight=self._inflight)
         self._detached: dict[str, str] = {}  # detached run -> the epoch it started under
         self._routes: dict[str, Routes | None] = {}  # graph -> direct routes (None: not direct)
         self._jobs: queue.SimpleQueue[tuple[Routes, RunMsg, dict[str, Any], float]] = \
@@ -101,7 +104,8 @@ class Client(Queries):
         poller = zmq.Poller()
         poller.register(self._dealer, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
-        self._io_direct = direct = DirectPath(self.ctx, self.security, self._max_bytes, poller)
+        self._io_direct = direct = DirectPath(self.ctx, self.security, self._max_bytes, poller,
+                                              self._inflight)
         try:
             while True:
                 for sock, _ in poller.poll(int(self._epochs.ping_every_s * 1000)):
@@ -139,7 +143,8 @@ class Client(Queries):
         try:
             for event in self._io_direct.warm_up(routes):
                 self._direct_event(event)
-            self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s)
+            msg.place = self._io_direct.start(routes, msg.run, msg.id, arrays,
+                                              timeout_s).place or None
             self._dealer.send_multipart(encode(msg), copy=False)  # the record, after the data
         except InteropError as exc:
             with self._lock:
@@ -337,9 +342,11 @@ class Client(Queries):
             except BaseException as exc:
                 if routes is not None:
                     self._routes.pop(name, None)
-                if _again and isinstance(exc, InteropError) and exc.field == "routes":
-                    # the graph was compiled again (a worker moved): once more, fresh routes,
-                    # from a thread of its own (this one may be the I/O thread)
+                stale = isinstance(exc, InteropError) and (exc.field == "routes" or (
+                    routes is not None and exc.field == "graph"))  # a worker dropped its plan
+                if _again and stale:
+                    # the graph was compiled again (a worker moved, a model changed): once
+                    # more, fresh routes, from a thread of its own (this may be the I/O thread)
                     threading.Thread(target=lambda: _chain(self.submit(
                         name, inputs, timeout_s=timeout_s, _again=False), out),
                         daemon=True).start()
@@ -370,8 +377,9 @@ class Client(Queries):
                     routes, msg, arrays, timeout + 1.0, epoch=self._epochs.epoch)
             except InteropError as exc:
                 self._routes.pop(name, None)
-                if exc.field == "routes" and attempt == 1:
-                    continue  # compiled again since we asked (a worker moved): ask again
+                if exc.field in ("routes", "graph") and attempt == 1:
+                    continue  # compiled again since we asked (a worker moved), or a worker
+                    # dropped its plan (a model changed): ask again
                 raise
             if env is None:  # the channel is busy, or requests are queued: the I/O thread
                 break

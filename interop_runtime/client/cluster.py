@@ -22,10 +22,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from interop_runtime.client.client import Client
 from interop_runtime.client.supervise import (
@@ -42,6 +42,8 @@ from interop_runtime.graph.pipeline import load_yaml_model
 from interop_runtime.transport.allowlist import Role, inferred_role
 from interop_runtime.transport.security import Security, generate_keys
 from interop_runtime.wire.errors import InteropError
+
+MAX_REPLICAS = 64  # one pool's replicas on one machine
 
 
 class CoordinatorSpec(BaseModel):
@@ -73,6 +75,16 @@ class WorkerSpec(BaseModel):
     bind: str | None = None  # the inbox address; "ipc" picks a socket file in the log dir
     shm: bool = True  # same-host shared memory for large tensors (off: frames only)
     shm_pool_mib: int | None = None  # the most its segments take (default 4 GiB)
+    # replica pools: ``replicas: N`` starts NAME-0 .. NAME-(N-1) in pool NAME (or ``pool``);
+    # ``pool`` alone puts this one worker in that pool
+    pool: str | None = None
+    replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    # the most replicas `interop scale` may give the pool: under CURVE their keys are made
+    # at start, so that every process's allow-list knows them (default: 2 x replicas, >= 8)
+    max_replicas: int | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    # a worker whose model does not load: stop the cluster (fail) or come up without it
+    on_load_error: Literal["fail", "skip"] = "fail"
+    model_repository: str | None = None  # a folder of models it watches (README)
 
 
 class SupervisionSpec(BaseModel):
@@ -92,15 +104,49 @@ class ClusterSpec(BaseModel):
     workers: list[WorkerSpec] = []
     supervise: SupervisionSpec = SupervisionSpec()
 
+    @model_validator(mode="after")
+    def _expand_replicas(self) -> ClusterSpec:
+        """``replicas: N`` becomes N workers of one pool, each with a name of its own."""
+        workers: list[WorkerSpec] = []
+        for w in self.workers:
+            if w.replicas is None:
+                workers.append(w)
+                continue
+            pool = w.pool or w.name
+            most = w.max_replicas or min(MAX_REPLICAS, max(8, 2 * w.replicas))
+            if most < w.replicas:
+                raise ValueError(f"worker {w.name!r}: max_replicas {most} is below replicas "
+                                 f"{w.replicas}")
+            workers += [w.model_copy(update={"name": f"{pool}-{i}", "pool": pool,
+                                             "replicas": None, "max_replicas": most})
+                        for i in range(w.replicas)]
+        names = [w.name for w in workers]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"worker name {twice[0]!r} is used twice (replicas are named "
+                             f"POOL-0, POOL-1, ...)")
+        self.workers = workers
+        return self
+
     @classmethod
     def from_yaml(cls, path: str | Path) -> ClusterSpec:
         """Read a cluster file; a problem is a ``ConfigError`` naming the file and the key."""
         return load_yaml_model(cls, path)
 
 
+def pool_limits(spec: ClusterSpec) -> dict[str, int]:
+    """Pool -> the most replicas it may have (its keys exist from the start)."""
+    limits: dict[str, int] = {}
+    for w in spec.workers:
+        if w.pool:
+            limits[w.pool] = max(limits.get(w.pool, 1), w.max_replicas or 1)
+    return limits
+
+
 def _role_for(name: str, spec: ClusterSpec) -> Role:
-    if name in {w.name for w in spec.workers}:
-        return Role("worker", name)
+    pools = {w.name: w.pool for w in spec.workers}
+    if name in pools:
+        return Role("worker", name, pools[name])
     return inferred_role(name)
 
 
@@ -143,11 +189,18 @@ class LocalCluster:
         self.coordinator: subprocess.Popen[bytes] | None = None
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, int] = {}
+        self.retiring: set[str] = set()  # replicas drained on purpose: their exit is no failure
+        self.skipped: dict[str, str] = {}  # on_load_error: skip workers that failed -> why
         self._supervisor: Supervisor | None = None
         self.keys_dir = self.log_dir / "keys"
         if spec.coordinator.curve:
             for name in ["coordinator", "client", *(w.name for w in spec.workers)]:
                 generate_keys(self.keys_dir, name, role=_role_for(name, spec))
+            for pool, most in pool_limits(spec).items():  # replicas `scale` may add later
+                for i in range(most):
+                    if not (self.keys_dir / f"{pool}-{i}.key").exists():
+                        generate_keys(self.keys_dir, f"{pool}-{i}",
+                                      role=Role("worker", f"{pool}-{i}", pool))
 
     def _key_args(self, name: str, *, server: bool = False) -> list[str]:
         if not self.spec.coordinator.curve:
@@ -247,6 +300,8 @@ class LocalCluster:
                 "--heartbeat", str(heartbeat), "--log-format", self.spec.coordinator.log_format,
                 "--bind", self._worker_bind(w), *([] if w.shm else ["--no-shm"]),
                 *(["--shm-pool-mib", str(w.shm_pool_mib)] if w.shm_pool_mib else []),
+                *(["--pool", w.pool] if w.pool else []),
+                *(["--model-repository", w.model_repository] if w.model_repository else []),
                 *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc
@@ -288,10 +343,10 @@ class LocalCluster:
                 for name in sorted((alive & set(names)) - ready):
                     ready.add(name)
                     self._emit(REGISTERED, f"worker {name} registered", name)
-                if set(names) <= alive:
+                if set(names) - set(self.skipped) <= alive:
                     return
                 if time.monotonic() > deadline:
-                    missing = sorted(set(names) - alive)
+                    missing = sorted(set(names) - alive - set(self.skipped))
                     logs = ", ".join(str(self.log_dir / f"{n}.log") for n in missing)
                     raise ClusterStartError(f"workers not registered after {timeout_s:.0f} s: "
                                             f"{', '.join(missing)} (log: {logs})")
@@ -302,12 +357,23 @@ class LocalCluster:
             log = self.log_dir / "coordinator.log"
             raise ClusterStartError(f"coordinator exited while workers started: "
                                     f"{last_log_line(log)} (log: {log})")
-        for name, proc in self.workers.items():
+        for name, proc in list(self.workers.items()):
             if name in names and proc.poll() is not None:
                 log = self.log_dir / f"{name}.log"
                 message = f"worker {name} failed to start: {last_log_line(log)} (log: {log})"
+                if self._skip(name, message):
+                    continue
                 self._emit(FAILED, message, name)
                 raise ClusterStartError(message, worker=name)
+
+    def _skip(self, name: str, message: str) -> bool:
+        """A failed worker with ``on_load_error: skip``: told, forgotten, not waited for."""
+        if all(w.on_load_error != "skip" for w in self.spec.workers if w.name == name):
+            return False
+        self._emit(FAILED, f"{message}; skipped (on_load_error: skip)", name)
+        self.skipped[name] = message
+        del self.workers[name]  # not watched, not restarted
+        return True
 
     def log_tail(self, name: str, lines: int = 30) -> str:
         path = self.log_dir / f"{name}.log"
@@ -335,6 +401,13 @@ class LocalCluster:
             env["INTEROP_KEY"] = str(self.keys_dir / "client.key_secret")
             env["INTEROP_COORDINATOR_KEY"] = str(self.keys_dir / "coordinator.key")
         return env
+
+    def scale(self, pool: str, count: int, timeout_s: float = 120.0) -> list[str]:
+        """Give replica pool ``pool`` ``count`` replicas while runs flow: new ones start and
+        register; the newest drain (their runs finish) and stop. Returns the replicas."""
+        from interop_runtime.client.scaling import scale_pool
+
+        return scale_pool(self, pool, count, timeout_s)
 
     def client(self, **kwargs: Any) -> Client:
         kwargs.setdefault("security", self.security())

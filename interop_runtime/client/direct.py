@@ -13,8 +13,11 @@ released at once, so a result never pins a worker's segment.
 from __future__ import annotations
 
 import logging
+import random
 import secrets
+import threading
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,9 +25,10 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.graph.placement import PoolView, Site, place
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security
-from interop_runtime.transport.shm import SHM_MIN_BYTES, SegmentPool, ShmHandle, host_key
+from interop_runtime.transport.shm import SegmentPool, ShmHandle, frames_only, host_key
 from interop_runtime.transport.shm_maps import SegmentMaps
 from interop_runtime.transport.sockets import connect_dealer, send_msg
 from interop_runtime.wire.codec import decode, new_id
@@ -60,6 +64,10 @@ class Routes:
     inputs: dict[str, list[dict[str, Any]]]
     outputs: dict[str, dict[str, Any]]
     input_specs: dict[str, TensorSpec]
+    # replica pools (SPEC section 19): the pool nodes, every replica, the other nodes' workers
+    pools: PoolView = field(default_factory=PoolView)
+    replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
+    fixed: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_body(cls, body: Mapping[str, Any]) -> Routes | None:
@@ -68,13 +76,49 @@ class Routes:
         return cls(graph=body["graph"], routes_id=body["routes_id"], inputs=body["inputs"],
                    outputs=body["outputs"],
                    input_specs={k: TensorSpec.model_validate(v)
-                                for k, v in body.get("input_specs", {}).items()})
+                                for k, v in body.get("input_specs", {}).items()},
+                   pools=PoolView.from_wire(body.get("pools") or {}),
+                   replicas=dict(body.get("replicas") or {}), fixed=dict(body.get("fixed") or {}))
 
     def workers(self) -> dict[str, str | None]:
         """Every worker endpoint a run touches -> its inbox's CURVE key."""
         found = {r["endpoint"]: r.get("public_key") for rs in self.inputs.values() for r in rs}
         found.update({r["endpoint"]: r.get("public_key") for r in self.outputs.values()})
+        found.update({r["endpoint"]: r.get("public_key") for r in self.replicas.values()})
         return found
+
+    def sites(self) -> dict[str, Site]:
+        every = [r for rs in self.inputs.values() for r in rs] + list(self.outputs.values())
+        every += list(self.replicas.values())
+        return {r["worker"]: Site.of(r.get("host"), r.get("endpoint")) for r in every}
+
+
+class Inflight:
+    """Runs in flight per worker, from this client (all its threads): the load that
+    placing a run on a replica goes by."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.rng = random.Random()
+
+    def place(self, routes: Routes, origin: Site) -> dict[str, str] | None:
+        """A new run's replicas, counted in flight at once; ``add(..., -1)`` when it ends."""
+        if not routes.pools.order:
+            return None
+        with self._lock:
+            chosen = place(routes.pools, routes.fixed, self.counts, routes.sites(), origin,
+                           self.rng)
+            for w in set(chosen.values()):
+                self.counts[w] += 1
+            return chosen
+
+    def add(self, workers: set[str], delta: int) -> None:
+        with self._lock:
+            for w in workers:
+                self.counts[w] += delta
+                if self.counts[w] <= 0:
+                    del self.counts[w]
 
 
 @dataclass
@@ -90,6 +134,8 @@ class DirectRun:
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     endpoints: set[str] = field(default_factory=set)
     msg_ids: list[str] = field(default_factory=list)  # what we sent for it
+    place: dict[str, str] = field(default_factory=dict)  # pool node -> its replica
+    placed: set[str] = field(default_factory=set)  # replicas counted in flight for it
 
     @property
     def complete(self) -> bool:
@@ -111,9 +157,11 @@ class DirectRun:
 
 class DirectPath:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], security: Security | None,
-                 max_message_bytes: int | None, poller: zmq.Poller) -> None:
+                 max_message_bytes: int | None, poller: zmq.Poller,
+                 inflight: Inflight | None = None) -> None:
         self.ctx, self.security, self.max_bytes, self.poller = (ctx, security,
                                                                  max_message_bytes, poller)
+        self.inflight = inflight or Inflight()
         self.identity = secrets.token_bytes(16)
         self.host = host_key()
         self.pool: SegmentPool | None = None  # made on the first large same-host input
@@ -193,15 +241,20 @@ class DirectPath:
 
     def start(self, routes: Routes, run: str, msg_id: str, arrays: Mapping[str, Any],
               timeout_s: float) -> DirectRun:
-        """Send a run's (checked) inputs to their workers."""
+        """Place the run on replicas (``.place``, which its RUN must carry) and send its
+        (checked) inputs to their workers; a pool node's only to its placed replica."""
         if len(self.runs) >= MAX_DIRECT_RUNS:
             self.expire(time.monotonic(), force=True)
         rec = DirectRun(run=run, graph=routes.graph, msg_id=msg_id, wanted=set(routes.outputs),
                         deadline=time.monotonic() + timeout_s)
         batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         keys: dict[str, tuple[str | None, str | None]] = {}
+        place = rec.place = self.inflight.place(routes, Site(self.host)) or {}
+        rec.placed = set(place.values())  # counted in flight until finish()
         for gin, targets in routes.inputs.items():
             for t in targets:
+                if t.get("pool") and place.get(t["node"]) != t["worker"]:
+                    continue
                 batches.setdefault((t["endpoint"], t["node"]), {})[t["input"]] = arrays[gin]
                 keys[t["endpoint"]] = (t.get("public_key"), t.get("host"))
         self.runs[run] = rec
@@ -211,7 +264,7 @@ class DirectPath:
             key, host = keys[endpoint]
             framed, shared = self._split(tensors, host, (endpoint, run))
             msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src="client", graph=routes.graph,
-                          run=run, node=node, client_host=self.host)
+                          run=run, node=node, client_host=self.host, place=dict(place) or None)
             self.by_msg[msg.id] = run
             rec.msg_ids.append(msg.id)
             rec.endpoints.add(endpoint)
@@ -225,7 +278,7 @@ class DirectPath:
         framed: dict[str, np.ndarray] = {}
         shared: dict[str, Any] = {}
         for name, array in tensors.items():
-            if array.nbytes < SHM_MIN_BYTES:
+            if frames_only(array):
                 framed[name] = array
                 continue
             if self.pool is None:
@@ -300,7 +353,8 @@ class DirectPath:
     def finish(self, rec: DirectRun, *, failed: bool = False) -> None:
         """Forget a run; after a failure, take back the segments its workers will not
         release."""
-        self.runs.pop(rec.run, None)
+        if self.runs.pop(rec.run, None) is not None:
+            self.inflight.add(rec.placed, -1)
         for msg_id in rec.msg_ids:
             self.by_msg.pop(msg_id, None)
         if failed and self.pool is not None:

@@ -128,6 +128,11 @@ class Queries:
         msg = ControlMsg(**self._hdr(), dst=worker, action=action, **kwargs)
         return self.request(msg).msg.body
 
+    def drain(self, worker: str) -> dict[str, Any]:
+        """Stop placing runs on replica ``worker``; the coordinator shuts it down once its
+        runs are done (SPEC section 19)."""
+        return self.control("coordinator", "drain", args={"worker": worker})
+
     def model_graph(self, worker: str) -> dict[str, Any]:
         """The worker's model as a framework-neutral graph (CONTROL model)."""
         return self.control(worker, "model")["graph"]

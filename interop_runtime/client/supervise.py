@@ -120,10 +120,12 @@ class Supervisor:
 
     def _check_workers(self) -> None:
         policy = self.cluster.spec.supervise
-        for w in self.cluster.spec.workers:
+        for w in list(self.cluster.spec.workers):
             proc = self.cluster.workers.get(w.name)
-            if proc is None or proc.poll() is None:
-                continue
+            if proc is None or proc.poll() is None or w.name in self.cluster.retiring:
+                continue  # running, or a drained replica leaving on purpose
+            self._backoff.setdefault(w.name, policy.initial_backoff_s)  # a replica added later
+            self._started.setdefault(w.name, 0.0)
             now = time.monotonic()
             log = self.cluster.log_dir / f"{w.name}.log"
             if proc.pid not in self._reported:

@@ -16,7 +16,7 @@ from typing import Any
 
 import zmq
 
-from interop_runtime.client.direct import DirectPath, DirectRun, Routes
+from interop_runtime.client.direct import DirectPath, DirectRun, Inflight, Routes
 from interop_runtime.transport.security import Security
 from interop_runtime.transport.sockets import connect_dealer
 from interop_runtime.wire.codec import Envelope, decode, encode, new_id
@@ -36,14 +36,15 @@ PING_EVERY_S = 1.0
 
 class SyncChannel:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, *,
-                 security: Security | None, max_message_bytes: int | None) -> None:
+                 security: Security | None, max_message_bytes: int | None,
+                 inflight: Inflight | None = None) -> None:
         self._connect = lambda: connect_dealer(ctx, address, security=security,
                                                max_message_bytes=max_message_bytes)
         self._sock: zmq.Socket[bytes] | None = None
         self._lock = threading.Lock()
         self.address = address
         self._poller = zmq.Poller()
-        self._direct = DirectPath(ctx, security, max_message_bytes, self._poller)
+        self._direct = DirectPath(ctx, security, max_message_bytes, self._poller, inflight)
 
     def run_direct(self, routes: Routes, msg: RunMsg, arrays: Mapping[str, Any],
                    timeout_s: float, *, epoch: str | None) -> Envelope | None:
@@ -58,6 +59,7 @@ class SyncChannel:
             # the data first: the record goes out right after, off the data's path (the
             # coordinator keeps completions that arrive before the record)
             rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s)
+            msg.place = rec.place or None
             sock.send_multipart(encode(msg), copy=False)
             try:
                 return self._wait(msg, timeout_s, epoch, rec)

@@ -50,7 +50,8 @@ def store_writable(path: str) -> bool:
 def snapshot(state: Any, store_path: str) -> Health:
     """Read on the main loop only: which registered graphs miss which live workers."""
     alive = {n for n, w in state.workers.items() if w.alive}
-    missing = {name: sorted({n.worker for n in spec.nodes.values()} - alive)
+    alive |= {f"pool:{w.pool}" for w in state.workers.values() if w.alive and w.pool}
+    missing = {name: sorted({n.target for n in spec.nodes.values()} - alive)
                for name, (_version, spec) in state.graph_specs.items()}
     return Health(epoch=state.epoch, store_writable=store_writable(store_path),
                   missing=missing, workers_alive=len(alive))

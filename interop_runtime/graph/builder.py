@@ -30,6 +30,12 @@ class Graph:
         self._nodes[name] = NodeSpec(worker=worker, function=function, args=args, retries=retries)
         return self
 
+    def pool_node(self, name: str, pool: str, function: str, *, retries: int = 0, **args: Any
+                  ) -> Graph:
+        """Add a node that runs on any replica of ``pool`` (each run is placed on one)."""
+        self._nodes[name] = NodeSpec(pool=pool, function=function, args=args, retries=retries)
+        return self
+
     def edge(self, src: str, dst: str) -> Graph:
         self._edges.append(EdgeSpec(src=src, dst=dst))
         return self

@@ -37,7 +37,8 @@ def describe_validation(exc: ValidationError, prefix: str = "", limit: int = 3) 
     parts = []
     for err in errors[:limit]:
         key = ".".join([*([prefix] if prefix else []), *(str(p) for p in err["loc"])])
-        parts.append(f"{key or '(top level)'}: {_PROBLEMS.get(err['type'], err['msg'])}")
+        said = str(err["msg"]).removeprefix("Value error, ")  # our validators' own words
+        parts.append(f"{key or '(top level)'}: {_PROBLEMS.get(err['type'], said)}")
     more = len(errors) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

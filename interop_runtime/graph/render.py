@@ -14,7 +14,7 @@ def to_mermaid(spec: GraphSpec) -> str:
     for gin in spec.inputs:
         lines.append(f'    {_id("in " + gin)}(["input {gin}"])')
     for name, node_spec in spec.nodes.items():
-        lines.append(f'    {_id(name)}["{name}<br/>{node_spec.worker}.{node_spec.function}"]')
+        lines.append(f'    {_id(name)}["{name}<br/>{node_spec.target}.{node_spec.function}"]')
     for gout in spec.outputs:
         lines.append(f'    {_id("out " + gout)}(["output {gout}"])')
     for gin, targets in spec.inputs.items():
@@ -36,7 +36,7 @@ def to_dot(spec: GraphSpec) -> str:
     for gin in spec.inputs:
         lines.append(f'    {_id("in " + gin)} [label="input {gin}", shape=oval];')
     for name, node_spec in spec.nodes.items():
-        lines.append(f'    {_id(name)} [label="{name}\\n{node_spec.worker}.{node_spec.function}"];')
+        lines.append(f'    {_id(name)} [label="{name}\\n{node_spec.target}.{node_spec.function}"];')
     for gout in spec.outputs:
         lines.append(f'    {_id("out " + gout)} [label="output {gout}", shape=oval];')
     for gin, targets in spec.inputs.items():

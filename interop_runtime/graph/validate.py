@@ -4,7 +4,7 @@ worker or function, cycles, dangling or doubly-fed inputs, dtype/shape/layout on
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from interop_runtime.graph.signatures import check_edge
 from interop_runtime.wire.errors import (
@@ -16,9 +16,13 @@ from interop_runtime.wire.errors import (
 from interop_runtime.wire.messages import FunctionSpec, TensorSpec
 from interop_runtime.wire.payloads import NAME_RE, GraphSpec, NodeSpec, split_port
 
+Pools = Mapping[str, Sequence[str]]  # pool -> its live replicas
 
-def function_of(functions: Mapping[str, Mapping[str, FunctionSpec]], name: str, node: NodeSpec
-        ) -> FunctionSpec:
+
+def function_of(functions: Mapping[str, Mapping[str, FunctionSpec]], name: str, node: NodeSpec,
+                pools: Pools | None = None) -> FunctionSpec:
+    if node.pool is not None:
+        return _pool_function(functions, name, node, (pools or {}).get(node.pool, ()))
     worker_fns = functions.get(node.worker)
     if worker_fns is None:
         raise UnknownTargetError(f"node {name!r}: no live worker named {node.worker!r}",
@@ -32,8 +36,28 @@ def function_of(functions: Mapping[str, Mapping[str, FunctionSpec]], name: str, 
     return fn
 
 
-def validate(spec: GraphSpec, functions: Mapping[str, Mapping[str, FunctionSpec]]
-             ) -> list[str]:
+def _pool_function(functions: Mapping[str, Mapping[str, FunctionSpec]], name: str,
+                   node: NodeSpec, replicas: Sequence[str]) -> FunctionSpec:
+    """A pool node's function: the same signature on every replica, or a typed error that
+    names the replica that differs (plans are compiled once for all of them)."""
+    if not replicas:
+        raise UnknownTargetError(f"node {name!r}: pool {node.pool!r} has no live replicas",
+                                 node=name, field="pool")
+    first: FunctionSpec | None = None
+    for replica in replicas:
+        fn = function_of(functions, name, NodeSpec(worker=replica, function=node.function))
+        if first is None:
+            first = fn
+        elif (fn.inputs, fn.outputs) != (first.inputs, first.outputs):
+            raise GraphError(f"node {name!r}: replica {replica!r} of pool {node.pool!r} "
+                             f"describes {node.function!r} differently from {replicas[0]!r}",
+                             node=name, worker=replica, field="pool")
+    assert first is not None
+    return first
+
+
+def validate(spec: GraphSpec, functions: Mapping[str, Mapping[str, FunctionSpec]],
+             pools: Pools | None = None) -> list[str]:
     """Check ``spec`` against the registered functions; return a topological order.
 
     Raises the first problem found (a GraphError subclass or a TargetError) with the
@@ -46,7 +70,7 @@ def validate(spec: GraphSpec, functions: Mapping[str, Mapping[str, FunctionSpec]
                                        node=name))
             continue
         try:
-            fns[name] = function_of(functions, name, node)
+            fns[name] = function_of(functions, name, node, pools)
         except InteropError as exc:
             problems.append(exc)
 

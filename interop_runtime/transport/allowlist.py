@@ -10,7 +10,8 @@ Each file may carry its role in the certificate's ``metadata`` section::
         public-key = "..."
 
 ``role`` is ``coordinator``, ``worker`` (then ``worker`` names the one worker this key may
-register as) or ``client``. A file without a role gets one from its name: ``coordinator``
+register as, and an optional ``pool`` the one replica pool it may join) or ``client``.
+A file without a role gets one from its name: ``coordinator``
 is the coordinator, ``client`` or ``client-*`` a client, anything else the worker of that
 name (what ``interop keys generate`` wrote before roles existed).
 """
@@ -27,13 +28,14 @@ import zmq.auth
 RoleKind = Literal["coordinator", "worker", "client"]
 ROLE_KINDS: tuple[RoleKind, ...] = ("coordinator", "worker", "client")
 
-_META = re.compile(r'^\s+(role|worker)\s*=\s*"([^"]*)"\s*$')
+_META = re.compile(r'^\s+(role|worker|pool)\s*=\s*"([^"]*)"\s*$')
 
 
 @dataclass(frozen=True)
 class Role:
     kind: RoleKind
     worker: str | None = None  # for kind "worker": the only name this key may register as
+    pool: str | None = None  # for kind "worker": the only replica pool it may join
 
     def describe(self) -> str:
         return f"worker {self.worker!r}" if self.kind == "worker" else self.kind
@@ -65,7 +67,8 @@ def read_role(path: str | Path) -> Role:
     if kind not in ROLE_KINDS:
         raise ValueError(f"{path}: role {kind!r} is not one of {', '.join(ROLE_KINDS)}")
     if kind == "worker":
-        return Role("worker", found.get("worker") or path.name.split(".", 1)[0])
+        return Role("worker", found.get("worker") or path.name.split(".", 1)[0],
+                    found.get("pool") or None)
     return Role(kind)
 
 
@@ -74,6 +77,7 @@ def write_role(path: str | Path, role: Role) -> None:
     path = Path(path)
     lines = path.read_text(encoding="utf-8").splitlines()
     meta = [f'    role = "{role.kind}"'] + ([f'    worker = "{role.worker}"'] if role.worker else [])
+    meta += [f'    pool = "{role.pool}"'] if role.pool else []
     out: list[str] = []
     for line in lines:
         out.append(line)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from interop_runtime.transport.shm import SHM_MIN_BYTES, SegmentPool, ShmHandle
+from interop_runtime.transport.shm import SegmentPool, ShmHandle, frames_only
 from interop_runtime.transport.shm_maps import SegmentMaps
 from interop_runtime.wire.codec import Envelope
 from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
@@ -78,7 +78,8 @@ class DataPlane:
         if peer is not None and not from_coordinator and arrays and set(arrays) <= set(
                 state.plan_node(msg.graph, msg.node).client_inputs):
             client = peer.hex()
-        return arrays, RunMeta(client, msg.client_host, dict(msg.timings or {}), leases)
+        return arrays, RunMeta(client, msg.client_host, dict(msg.timings or {}), leases,
+                               dict(msg.place or {}))
 
     # --- sending ------------------------------------------------------------------------------
 
@@ -93,7 +94,7 @@ class DataPlane:
         framed: dict[str, np.ndarray] = {}
         shared: Shared = {}
         for name, array in tensors.items():
-            if array.nbytes < SHM_MIN_BYTES:
+            if frames_only(array):
                 framed[name] = self.owned({name: array})[name]
                 continue
             handle = self._forwardable(array, upstream, holder[1])

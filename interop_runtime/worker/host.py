@@ -58,14 +58,17 @@ from interop_runtime.wire.messages import (
 )
 from interop_runtime.wire.payloads import WorkerPlan
 from interop_runtime.worker.authority import check_inbox, param_request
+from interop_runtime.worker.batching import Batch, Batcher, batching_policies
 from interop_runtime.worker.calls import call_function
 from interop_runtime.worker.dataplane import DEFAULT_POOL_BYTES, DataPlane
 from interop_runtime.worker.heartbeat import Heartbeat
 from interop_runtime.worker.metrics import WorkerMetrics, tensor_bytes
+from interop_runtime.worker.models import ModelTable, model_request
 from interop_runtime.worker.outbox import Local, Outbox
 from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.plugin import WorkerPlugin
 from interop_runtime.worker.replies import error_msg, internal_error
+from interop_runtime.worker.repository import ModelRepository
 from interop_runtime.worker.state import Ready, RunMeta, WorkerState
 
 log = logging.getLogger("interop.worker")
@@ -74,17 +77,25 @@ DEFAULT_HEARTBEAT_S = 1.0
 
 
 class WorkerHost:
-    def __init__(self, name: str, plugin: WorkerPlugin, plugin_name: str, coordinator: str, *,
+    def __init__(self, name: str, plugin: WorkerPlugin | None, plugin_name: str,
+                 coordinator: str, *,
                  bind: str = "tcp://127.0.0.1:0", device: str = "cpu",
                  heartbeat_s: float = DEFAULT_HEARTBEAT_S,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                  reload: Any = None, security: Security | None = None,
                  advertise: str | None = None, shm: bool = True,
-                 shm_pool_bytes: int = DEFAULT_POOL_BYTES) -> None:
+                 shm_pool_bytes: int = DEFAULT_POOL_BYTES, pool: str | None = None,
+                 batching: Any = None) -> None:
+        # every model of this worker as one plugin; the start-up one (if any) is "default"
+        plugin = ModelTable(plugin_name, device, plugin, reload=reload)
+        self.repository: ModelRepository | None = None  # a watched folder (watch())
+        # first, before any socket: a function that cannot batch stops the worker here
+        policies = batching_policies(batching, {f.name: f for f in plugin.describe()},
+                                     plugin.mutates_params)
         self.name, self.plugin, self.plugin_name = name, plugin, plugin_name
+        self.pool = pool  # the replica pool it serves in, if any
         self.coordinator_address, self.device = coordinator, device
         self.heartbeat_s, self.max_bytes = heartbeat_s, max_message_bytes
-        self._reload = reload  # () -> WorkerPlugin, for CONTROL load
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.security = security
         # mandatory: a direct run's outputs to a client that is not connected fail loudly
@@ -106,7 +117,9 @@ class WorkerHost:
         self.state = WorkerState()
         self.plane = DataPlane(host_key() if shm else None, pool_bytes=shm_pool_bytes)
         self.outbox = Outbox(name, self.endpoint, self.inbox, self.coord, self.peers, self.plane)
-        self.functions = {f.name: f for f in plugin.describe()}
+        self.functions = {f.name: f.model_copy(update={"batching": policies.get(f.name)})
+                          for f in plugin.describe()}
+        self.batchers = {f: Batcher(f, p) for f, p in policies.items()}
         self.param_version = 0
         self.paused = False
         self.held: deque[Ready] = deque()
@@ -114,6 +127,7 @@ class WorkerHost:
         self.running = True
         self.heartbeat = Heartbeat(self.ctx, coordinator, name, heartbeat_s, security)
         self.metrics = self.outbox.metrics = WorkerMetrics()  # sent on every heartbeat
+        self.metrics.batched = set(policies)
         self.heartbeat.stats = lambda: self.metrics.snapshot(len(self.state.pending), self.plugin)
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -128,7 +142,7 @@ class WorkerHost:
                               functions=list(self.functions.values()), pid=os.getpid(),
                               info={"python": sys.executable,
                                     "python_version": platform.python_version()},
-                              host=self.plane.host)
+                              host=self.plane.host, pool=self.pool)
             send_msg(self.coord, msg)
             while self.coord.poll(1000):
                 _, frames = recv_frames(self.coord, router=False)
@@ -194,7 +208,7 @@ class WorkerHost:
     # --- the loop --------------------------------------------------------------------------
 
     def poll_once(self, timeout_ms: int) -> None:
-        events = dict(self.poller.poll(timeout_ms))
+        events = dict(self.poller.poll(self._batch_timeout(timeout_ms)))
         for sock in events:
             router = sock is self.inbox
             # drain what is there now, in order, before polling again
@@ -206,6 +220,7 @@ class WorkerHost:
                 self._on_frames(sock, peer, frames)
                 if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     break
+        self._flush_due()  # after the drain: what queued meanwhile joined the open batches
         if self.heartbeat.unknown_to_coordinator.is_set():
             self.heartbeat.unknown_to_coordinator.clear()
             log.warning("coordinator does not know us (restarted?); registering again")
@@ -215,6 +230,26 @@ class WorkerHost:
             self._next_expiry = now + 0.5
             self.state.expire(now)
             self.plane.expire(now)
+        if self.repository is not None and self.repository.poll(now):
+            self._models_changed()
+
+    def _batch_timeout(self, timeout_ms: int) -> int:
+        """Wake for the earliest open batch's deadline (not while paused: it waits)."""
+        now = time.monotonic()
+        return timeout_ms if self.paused else min(
+            [b.wake_ms(timeout_ms, now) for b in self.batchers.values()], default=timeout_ms)
+
+    def _flush_due(self) -> None:
+        if self.paused:
+            return
+        now = time.monotonic()
+        for batch in [b for batcher in self.batchers.values() for b in batcher.due(now)]:
+            for graph, run, node, ins, meta in self._run_batch(batch):
+                try:  # DATA for our own nodes, as a message from ourselves would bring it
+                    self._on_data(DataMsg(v=PROTOCOL_VERSION, id=new_id(), graph=graph, run=run,
+                                          node=node), ins, meta)
+                except InteropError as exc:
+                    self._report_failure(graph, run, node, exc)
 
     def _on_frames(self, sock: zmq.Socket[bytes], peer: bytes | None, frames: list[Any]) -> None:
         try:
@@ -286,7 +321,39 @@ class WorkerHost:
             work.extend(self._execute(ready))
 
     def _execute(self, ready: Ready) -> list[Local]:
-        """Run one ready node; send its outputs on; return DATA addressed to ourselves."""
+        """Run one ready node, or hand it to its function's batcher; send outputs on; return
+        DATA addressed to ourselves."""
+        batcher = self.batchers.get(ready.plan.function)
+        if batcher is None:
+            return self._run(ready)
+        return [loc for b in batcher.add(ready, time.monotonic()) for loc in self._run_batch(b)]
+
+    def _run_batch(self, batch: Batch) -> list[Local]:
+        """One call for the batch's runs; if it fails, each runs alone (errors stay per run)."""
+        live, gone = batch.settle(time.monotonic(), self.state.cancelled)
+        for ready in gone:  # cancelled while it waited: only its segments go back
+            self.outbox.release(self.plane.done_with(ready.meta.leases), ready.run)
+        runs = [i.ready for i in live.items]
+        if len(runs) == 1:
+            self.metrics.batch(live.function, 1)
+            return self._run(runs[0])
+        try:
+            outputs, compute_us = self._call(live.function, live.stack(), runs[0].plan.args,
+                                             node=runs[0].plan.node)
+            parts = live.split(outputs)
+        except (InteropError, ValueError) as exc:
+            log.info("a batch of %d runs of %s failed (%s); running each alone", len(runs),
+                     live.function, exc)
+            return [loc for r in runs for loc in self._run(r)]
+        self.metrics.batch(live.function, len(runs))
+        local: list[Local] = []
+        for ready, outs in zip(runs, parts, strict=True):  # each to its own consumers
+            local += self.outbox.deliver(ready, outs, compute_us)
+            self.outbox.release(self.plane.done_with(ready.meta.leases), ready.run)
+        return local
+
+    def _run(self, ready: Ready) -> list[Local]:
+        """Run one node alone."""
         try:
             outputs, compute_us = self._call(ready.plan.function, ready.inputs, ready.plan.args,
                                              node=ready.plan.node)
@@ -359,7 +426,8 @@ class WorkerHost:
             self._ok(sock, peer, msg, {"name": self.name, "plugin": self.plugin_name,
                                        "device": self.device, "endpoint": self.endpoint,
                                        "functions": [f.model_dump(exclude_none=True)
-                                                     for f in self.functions.values()]})
+                                                     for f in self.functions.values()],
+                                       "models": self.plugin.infos()})
         elif action == "model":  # the model as a neutral graph, for compatibility reports
             self._ok(sock, peer, msg, {"graph": self.plugin.model_graph()})
         elif action == "release":  # a client hands back outputs we sent it
@@ -377,19 +445,29 @@ class WorkerHost:
                 for graph, run, node, ins, meta in self._execute(self.held.popleft()):
                     self._on_data(DataMsg(v=PROTOCOL_VERSION, id=new_id(), graph=graph, run=run,
                                           node=node), ins, meta)
-        elif action == "unload":
-            self.plugin.close()
-            self.functions = {}
-            self._ok(sock, peer, msg, {"loaded": False})
-        elif action == "load":
-            if self._reload is None:
-                raise UnsupportedError("this worker cannot reload its model")
-            self.plugin = self._reload()
-            self.functions = {f.name: f for f in self.plugin.describe()}
-            self._ok(sock, peer, msg, {"loaded": True, "functions": list(self.functions)})
+        elif action in ("load", "unload"):
+            body = model_request(self.plugin, action, msg.args)
+            self._models_changed()  # before the reply, on the same connection: in order
+            self._ok(sock, peer, msg, body)
         elif action == "shutdown":
             self._ok(sock, peer, msg, {"stopping": True})
             self.stop()
+
+    def watch(self, folder: str) -> None:
+        """Load, replace and unload models as files come and go in ``folder``."""
+        self.repository = ModelRepository(folder, self.plugin)
+
+    def _models_changed(self) -> None:
+        """Tell the coordinator our whole new function table (CONTROL functions); the
+        start-up model's functions keep their batching."""
+        old = self.functions
+        self.functions = {n: f.model_copy(update={"batching": old[n].batching})
+                          if n in old and old[n].batching else f
+                          for n, f in self.plugin.functions().items()}
+        send_msg(self.coord, ControlMsg(
+            v=PROTOCOL_VERSION, id=new_id(), src=self.name, action="functions",
+            args={"functions": [f.model_dump(exclude_none=True) for f in self.functions.values()],
+                  "models": self.plugin.infos()}))
 
     def _on_param(self, sock: zmq.Socket[bytes], peer: bytes | None, msg: ParamMsg,
                   arrays: dict[str, np.ndarray]) -> None:

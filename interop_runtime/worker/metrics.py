@@ -52,25 +52,42 @@ class WorkerMetrics:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._functions: dict[str, list[int]] = {}  # name -> [calls, errors, compute_us]
+        # name -> [calls, errors, compute_us, batches, batched_runs]
+        self._functions: dict[str, list[int]] = {}
+        self.batched: set[str] = set()  # functions with a batcher: they report batch counts
         self.bytes_in = 0
         self.bytes_out = 0
 
     def call(self, function: str, compute_us: int, ok: bool) -> None:
         with self._lock:
-            row = self._functions.get(function)
-            if row is None:
-                if len(self._functions) >= MAX_STATS_FUNCTIONS:
-                    return  # the plugin's functions are few; stay bounded anyway
-                row = self._functions[function] = [0, 0, 0]
-            row[0] += 1
-            row[1] += 0 if ok else 1
-            row[2] += max(0, compute_us)
+            row = self._row(function)
+            if row is not None:
+                row[0] += 1
+                row[1] += 0 if ok else 1
+                row[2] += max(0, compute_us)
+
+    def batch(self, function: str, runs: int) -> None:
+        """A batcher's call went through for ``runs`` runs (mean size: batched_runs / batches)."""
+        with self._lock:
+            row = self._row(function)
+            if row is not None:
+                row[3] += 1
+                row[4] += runs
+
+    def _row(self, function: str) -> list[int] | None:
+        row = self._functions.get(function)
+        if row is None:
+            if len(self._functions) >= MAX_STATS_FUNCTIONS:
+                return None  # the plugin's functions are few; stay bounded anyway
+            row = self._functions[function] = [0, 0, 0, 0, 0]
+        return row
 
     def snapshot(self, pending: int = 0, plugin: Any = None) -> WorkerStats:
         with self._lock:
-            functions = {n: FunctionStats(calls=c, errors=e, compute_us=us)
-                         for n, (c, e, us) in self._functions.items()}
+            functions = {n: FunctionStats(calls=c, errors=e, compute_us=us,
+                                          **({"batches": b, "batched_runs": r}
+                                             if n in self.batched else {}))
+                         for n, (c, e, us, b, r) in self._functions.items()}
         return WorkerStats(functions=functions, pending=max(0, pending), bytes_in=self.bytes_in,
                            bytes_out=self.bytes_out, rss_bytes=rss_bytes(),
                            device_bytes=device_bytes(plugin))

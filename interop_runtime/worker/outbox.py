@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.graph.placement import fallback_replica
 from interop_runtime.transport.sockets import send_msg
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import BusyError, InteropError
 from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, DataMsg, DoneMsg
+from interop_runtime.wire.payloads import Route
 from interop_runtime.worker.dataplane import DataPlane
 from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.state import Ready, RunMeta
@@ -44,6 +46,8 @@ class Outbox:
         hosts: dict[str, str | None] = {}
         for out, routes in plan.routes.items():
             for route in routes:
+                if route.pool and route.worker != self._replica(route.node, routes, ready):
+                    continue  # a pool node: only the replica this run is placed on
                 batches.setdefault((route.endpoint, route.node), {})[route.input] = outputs[out]
                 hosts[route.endpoint] = route.host
         bytes_out = sum(a.nbytes for (ep, _), ts in batches.items() if ep != self.endpoint
@@ -57,11 +61,12 @@ class Outbox:
         for (endpoint, node), tensors in batches.items():
             if endpoint == self.endpoint:
                 local.append((graph, run, node, self.plane.owned(tensors),
-                              RunMeta(meta.client, meta.client_host, dict(timings or {}))))
+                              RunMeta(meta.client, meta.client_host, dict(timings or {}),
+                                      place=meta.place)))
                 continue
             msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph, run=run,
                           node=node, client=meta.client, client_host=meta.client_host,
-                          timings=timings)
+                          timings=timings, place=meta.place or None)
             try:  # never block on a stalled peer: its queue full fails this run, not the worker
                 framed, shared = self.plane.split(tensors, hosts[endpoint], (endpoint, run),
                                                   meta.leases)
@@ -88,6 +93,15 @@ class Outbox:
                                      timings=timings, start_unix_us=end_us - compute_us,
                                      end_unix_us=end_us), self.plane.owned(results))
         return local
+
+    @staticmethod
+    def _replica(node: str, routes: list[Route], ready: Ready) -> str:
+        """The replica of pool node ``node`` that this run is placed on; a run without a
+        placement for it (or naming no replica of it) gets the one every producer derives
+        from the run id."""
+        replicas = [r.worker for r in routes if r.node == node]
+        placed = ready.meta.place.get(node)
+        return placed if placed in replicas else fallback_replica(ready.run, replicas)
 
     def _to_client(self, ready: Ready, results: dict[str, np.ndarray],
                    timings: dict[str, Any] | None) -> bool:

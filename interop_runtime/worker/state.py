@@ -32,12 +32,14 @@ class RunMeta:
     timings: dict[str, dict[str, Any]] = field(default_factory=dict)
     # shared-memory leases to release once the node has run: (sender, handle)
     leases: list[tuple[bytes, Any]] = field(default_factory=list)
+    place: dict[str, str] = field(default_factory=dict)  # pool node -> its replica
 
     def merge(self, other: RunMeta) -> None:
         self.client = self.client or other.client
         self.client_host = self.client_host or other.client_host
         self.timings.update(other.timings)
         self.leases.extend(other.leases)
+        self.place = self.place or other.place
 
 
 @dataclass

@@ -86,7 +86,7 @@ def _graph(name: str, version: int, spec: Any, ready: bool) -> dict[str, Any]:
     kept = {n for n, _ in nodes}
     return {"name": _cut(name), "version": version, "ready": ready,
             "truncated": len(spec.nodes) > MAX_NODES,
-            "nodes": [{"name": _cut(n), "worker": _cut(s.worker), "function": _cut(s.function)}
+            "nodes": [{"name": _cut(n), "worker": _cut(s.target), "function": _cut(s.function)}
                       for n, s in nodes],
             "edges": [{"src": _cut(e.src), "dst": _cut(e.dst)} for e in spec.edges
                       if e.src.partition(".")[0] in kept and e.dst.partition(".")[0] in kept],

@@ -40,3 +40,14 @@ class Authority:
             who = role.describe() if role else "an unlisted key"
             raise UnauthorizedError(f"this key may not register as worker {name!r}: it is {who}",
                                     field="name", worker=name)
+
+    def require_pool(self, key: str | None, name: str, pool: str | None) -> None:
+        """Under CURVE a worker joins a replica pool only if its key's role names that pool:
+        a pool's traffic is routed to every member, so membership is a grant, not a claim."""
+        if self.roles is None or pool is None:
+            return
+        role = self.role(key)
+        if role is None or role.pool != pool:
+            raise UnauthorizedError(f"worker {name!r} may not join pool {pool!r}: its key "
+                                    f"grants {('pool ' + repr(role.pool)) if role and role.pool else 'no pool'}",
+                                    field="pool", worker=name)

@@ -56,6 +56,10 @@ class StateTables:
     finished_ok: int
     finished_failed: int
 
+    # --- implemented by the signatures (signatures.py)
+    def _after_register(self, worker: str) -> list[Send]:
+        raise NotImplementedError
+
     # --- implemented by the registry (registry.py)
     def _worker_lost(self, w: WorkerRecord, why: str, now: float | None = None) -> list[Send]:
         raise NotImplementedError
@@ -75,6 +79,26 @@ class StateTables:
         if waiting >= self.limits.max_requests_per_client:
             raise BusyError(f"this connection has {waiting} requests waiting on workers, the "
                             f"most one connection may have")
+
+    def _compile(self, spec: GraphSpec, version: int) -> CompiledGraph:
+        raise NotImplementedError
+
+    def _send_plans(self, compiled: CompiledGraph, op: PendingOp | None) -> list[Send]:
+        raise NotImplementedError
+
+    # --- implemented by the replica pools (pools.py)
+    def _recompile_pool(self, pool: str) -> list[Send]:
+        raise NotImplementedError
+
+    def _place_run(self, compiled: CompiledGraph, requested: dict[str, str] | None, run: str
+                   ) -> dict[str, str]:
+        raise NotImplementedError
+
+    def _on_drain(self, peer: bytes, msg: Any, now: float) -> list[Send]:
+        raise NotImplementedError
+
+    def _pools(self) -> dict[str, list[str]]:
+        raise NotImplementedError
 
     # --- implemented by the run bookkeeping (runs.py)
     def _retry_or_fail(self, rec: RunRecord, w: WorkerRecord, nodes: list[str], why: str

@@ -18,10 +18,12 @@ from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state.admission import Admission
 from interop_runtime.coordinator.state.authority import Authority
 from interop_runtime.coordinator.state.base import Handler, Limits
+from interop_runtime.coordinator.state.pools import Pools
 from interop_runtime.coordinator.state.records import Send, error_reply
 from interop_runtime.coordinator.state.registry import Registry
 from interop_runtime.coordinator.state.requests import Requests
 from interop_runtime.coordinator.state.runs import Runs
+from interop_runtime.coordinator.state.signatures import Signatures
 from interop_runtime.coordinator.store import Store
 from interop_runtime.transport.allowlist import Role
 from interop_runtime.wire.codec import Envelope, new_id
@@ -54,7 +56,7 @@ log = logging.getLogger("interop.coordinator")
 RECENT_RUNS = 200  # finished non-detached runs kept in memory for QUERY runs
 
 
-class CoordinatorState(Registry, Runs, Requests):
+class CoordinatorState(Pools, Registry, Runs, Requests, Signatures):
     def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
                  dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
                  request_timeout_s: float = 30.0,
@@ -76,6 +78,7 @@ class CoordinatorState(Registry, Runs, Requests):
         self.workers = {}
         self.graphs = {}
         self.graph_specs = {}
+        self.invalid_graphs = {}  # graph -> why it no longer fits a worker (signatures.py)
         self.runs = {}
         self.wire_runs = {}  # retry attempt id -> run id
         self.admission = admission or Admission(max_runs_in_flight, max_runs_per_client)
@@ -134,6 +137,7 @@ class CoordinatorState(Registry, Runs, Requests):
             if w.alive and now - w.last_seen > self.dead_after_s:
                 out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s", now)
         self._prune_dead(now)  # a dead name cannot hold a slot forever
+        out += self._shut_drained(now)
         while self.early_done:  # oldest first: stop at the first that may still be needed
             run, (first, _) = next(iter(self.early_done.items()))
             if now - first <= self.limits.early_done_s:
@@ -184,6 +188,9 @@ class CoordinatorState(Registry, Runs, Requests):
         ControlMsg: Requests._on_control, ParamMsg: Requests._on_param, ReplyMsg: Requests._on_reply, ErrorMsg: Requests._on_reply,
         DataMsg: Requests._on_data,
     }
+    # function tables that change (models loaded into running workers): checked first
+    _HANDLERS.update({ControlMsg: Signatures._on_control_models,
+                      RunMsg: Signatures._on_run_checked, QueryMsg: Signatures._on_query_checked})
 
 
 def _who(peer: bytes, key: str | None) -> str:

@@ -44,11 +44,14 @@ class WorkerRecord:
     key: str | None = None  # the CURVE key it registered with (authenticated)
     session: str = ""  # the token its heartbeats must carry
     lost_at: float | None = None  # when it was declared lost; pruned after a grace period
+    pool: str | None = None  # the replica pool it serves in
+    draining_since: float | None = None  # asked to drain: no new runs, shut down when idle
 
     def public(self, now: float) -> dict[str, Any]:
         return {"name": self.name, "plugin": self.plugin, "device": self.device,
                 "endpoint": self.endpoint, "alive": self.alive, "pid": self.pid,
                 "last_seen_s": round(now - self.last_seen, 3), "info": self.info,
+                "pool": self.pool, "draining": self.draining_since is not None,
                 "functions": [f.model_dump(exclude_none=True) for f in self.functions.values()]}
 
 
@@ -72,6 +75,7 @@ class RunRecord:
     input_bytes: int = 0  # counted by admission while the run is in flight
     direct: bool = False  # the client feeds the workers and gets the outputs itself
     started_unix_us: int = 0  # our wall clock at RUN: nodes' unix times are relative to it
+    placement: dict[str, str] = field(default_factory=dict)  # node -> the worker running it
 
     @property
     def wire_run(self) -> str:

@@ -45,6 +45,7 @@ log = logging.getLogger("interop.coordinator")
 class Registry(StateTables):
     def _on_register(self, peer: bytes, msg: RegisterMsg, arrays: Any, now: float) -> list[Send]:
         self.authority.require_worker(self.caller_key, msg.name)
+        self.authority.require_pool(self.caller_key, msg.name, msg.pool)
         if is_wildcard(msg.endpoint):
             raise BadHeaderError(f"worker {msg.name!r} announced {msg.endpoint}, which no peer can "
                                  f"dial; it must advertise a concrete address", field="endpoint")
@@ -64,7 +65,7 @@ class Registry(StateTables):
             name=msg.name, identity=peer, endpoint=msg.endpoint, plugin=msg.plugin,
             device=msg.device, functions={f.name: f for f in msg.functions}, pid=msg.pid,
             last_seen=now, info=msg.info, public_key=msg.public_key, key=self.caller_key,
-            host=msg.host,
+            host=msg.host, pool=msg.pool,
             session=old.session if old and old.alive else new_id())
         self.workers[msg.name] = record
         self.metrics.worker_alive.labels(msg.name, msg.plugin, msg.device).set(1)
@@ -73,7 +74,8 @@ class Registry(StateTables):
         out = [Send(peer, reply(msg, {"name": msg.name, "session": record.session,
                                       "heartbeat_s": self.heartbeat_s,
                                       "dead_after_s": self.dead_after_s, "epoch": self.epoch}))]
-        out += self._reinstall_plans_for(msg.name, now)
+        out += self._reinstall_plans_for(msg.name, now)  # a new replica: its pool's graphs too
+        out += self._after_register(msg.name)  # other functions than before: graphs rechecked
         out += self._resume_waiting_runs(msg.name)
         return out
 
@@ -113,15 +115,15 @@ class Registry(StateTables):
         self.metrics.worker_alive.labels(w.name, w.plugin, w.device).set(0)
         log.warning("worker %s lost: %s", w.name, why,
                     extra={"worker": w.name, "code": "worker_lost"})
-        out: list[Send] = []
+        # a lost replica leaves its pool's routes first: retries are placed on the others
+        out: list[Send] = self._recompile_pool(w.pool) if w.pool else []
         for run in list(self.runs_by_worker.pop(w.name, ())):
             rec = self.runs.get(run)
             if rec is None:
                 continue
             nodes = [n for n, wk in rec.outstanding.items() if wk == w.name]
             if not nodes and rec.direct:  # its nodes send no DONE: any of them may be running
-                spec = self.graph_specs[rec.graph][1]
-                nodes = [n for n, s in spec.nodes.items() if s.worker == w.name]
+                nodes = [n for n, wk in rec.placement.items() if wk == w.name]
             if not nodes:
                 continue
             out += self._retry_or_fail(rec, w, nodes, why)
@@ -143,6 +145,19 @@ class Registry(StateTables):
 
     def _hosts(self) -> dict[str, str | None]:
         return {n: w.host for n, w in self.workers.items() if w.alive}
+
+    def _pools(self) -> dict[str, list[str]]:
+        """Pool -> its live replicas."""
+        pools: dict[str, list[str]] = {}
+        for w in self.workers.values():
+            if w.alive and w.pool:
+                pools.setdefault(w.pool, []).append(w.name)
+        return pools
+
+    def _compile(self, spec: GraphSpec, version: int) -> CompiledGraph:
+        draining = {n for n, w in self.workers.items() if w.draining_since is not None}
+        return compile_graph(spec, self._live_functions(), self._endpoints(), version,
+                             self._keys(), self._hosts(), self._pools(), draining)
 
     # --- graphs -------------------------------------------------------------------------------
 
@@ -169,15 +184,14 @@ class Registry(StateTables):
         except Exception as exc:
             raise BadHeaderError(f"graph spec is invalid: {str(exc)[:300]}", field="spec") from None
         if msg.op == "validate":
-            order = validate(spec, self._live_functions())
+            order = validate(spec, self._live_functions(), self._pools())
             return [Send(peer, reply(msg, {"graph": spec.name, "valid": True, "order": order}))]
         if spec.name not in self.graph_specs and len(self.graph_specs) >= self.limits.max_graphs:
             raise BusyError(f"{len(self.graph_specs)} graphs are registered, the most this "
                             f"coordinator keeps; drop some first", field="spec")
         self._check_requests(peer)
         version = self.graph_specs.get(spec.name, (0, spec))[0] + 1
-        compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
-                                     self._keys(), self._hosts())
+        compiled = self._compile(spec, version)
         self.graphs[spec.name] = compiled
         self.graph_specs[spec.name] = (version, spec)
         self.store.save_graph(spec.name, version, spec.model_dump())
@@ -205,12 +219,13 @@ class Registry(StateTables):
     def _reinstall_plans_for(self, worker: str, now: float) -> list[Send]:
         """A worker (re)joined: recompile every graph it takes part in, where possible."""
         out: list[Send] = []
+        pool = self.workers[worker].pool
         for name, (version, spec) in self.graph_specs.items():
-            if worker not in {n.worker for n in spec.nodes.values()}:
+            if worker not in {n.worker for n in spec.nodes.values()} and not (
+                    pool and pool in {n.pool for n in spec.nodes.values()}):
                 continue
             try:
-                compiled = compile_graph(spec, self._live_functions(), self._endpoints(), version,
-                                     self._keys(), self._hosts())
+                compiled = self._compile(spec, version)
             except InteropError:
                 continue  # some other worker is not here yet; its registration retries
             self.graphs[name] = compiled

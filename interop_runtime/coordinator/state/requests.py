@@ -114,12 +114,17 @@ class Requests(StateTables):
                     "why": why, "epoch": self.epoch}
         return {"graph": compiled.spec.name, "version": compiled.version, "direct": True,
                 "epoch": self.epoch, "routes_id": compiled.routes_id,
-                "inputs": {gin: [{**worker(w), "node": node, "input": inp}
+                "inputs": {gin: [{**worker(w), "node": node, "input": inp,
+                                  "pool": compiled.spec.nodes[node].pool}
                                  for w, node, inp in routes]
                            for gin, routes in compiled.input_routes.items()},
                 "input_specs": {gin: spec.model_dump(exclude_none=True)
                                 for gin, spec in compiled.input_specs.items()},
-                "outputs": {gout: worker(w) for gout, w in compiled.output_workers.items()}}
+                "outputs": {gout: worker(w) for gout, w in compiled.output_workers.items()},
+                # replica pools (SPEC section 19): the client places each run itself
+                "pools": compiled.pool_view().to_wire(),
+                "replicas": {w: worker(w) for ws in compiled.members.values() for w in ws},
+                "fixed": compiled.fixed()}
 
     def _fitted(self, key: str, items: list[Any]) -> dict[str, Any]:
         """``{key: items}``, cut so that the answer fits in a header; ``truncated`` counts
@@ -190,6 +195,8 @@ class Requests(StateTables):
                 return [*out, Send(peer, reply(msg, {"run": msg.run, "cancelled": True}))]
             if msg.action == "cancel":
                 raise UnsupportedError("cancel at the coordinator needs a run", field="run")
+            if msg.action == "drain":
+                return self._on_drain(peer, msg, now)
             raise UnsupportedError(f"the coordinator does not do {msg.action!r}; name a worker "
                                    f"in dst", field="action")
         if msg.action not in FORWARDED_ACTIONS:

@@ -52,7 +52,10 @@ class Runs(StateTables):
         if compiled is None:
             if msg.graph in self.graph_specs:
                 spec = self.graph_specs[msg.graph][1]
-                missing = sorted({n.worker for n in spec.nodes.values()} - set(self._endpoints()))
+                live = set(self._endpoints())
+                missing = sorted({n.worker for n in spec.nodes.values() if n.worker} - live)
+                missing += sorted({f"pool:{n.pool}" for n in spec.nodes.values() if n.pool}
+                                  - {f"pool:{p}" for p in self._pools()})
                 raise WorkerLostError(f"graph {msg.graph!r} is registered but its workers are not "
                                       f"all here (missing: {', '.join(missing)})",
                                       worker=missing[0] if missing else None)
@@ -79,18 +82,18 @@ class Runs(StateTables):
             if name not in arrays:
                 raise BadHeaderError(f"graph input {name!r} is missing", field=name)
             check_array(expected, arrays[name], where=f"graph input {name!r}")
-        workers = {n.worker for n in spec.nodes.values()}
-        for wname in workers:
+        placement = self._place_run(compiled, msg.place if msg.direct else None, msg.run)
+        workers = set(placement.values())
+        for node, wname in placement.items():
             w = self.workers.get(wname)
             if w is None or not w.alive:
-                node = next(n for n, s in spec.nodes.items() if s.worker == wname)
                 raise WorkerLostError(f"worker {wname!r} needed by node {node!r} is not alive",
                                       worker=wname, node=node)
         timeout = msg.timeout_s if msg.timeout_s is not None else self.default_run_timeout_s
         rec = RunRecord(run=msg.run, graph=msg.graph, client=peer, client_msg=msg.id, started=now,
                         deadline=now + timeout, detach=msg.detach, outstanding={}, workers=workers,
                         owner=self.caller_key, input_bytes=nbytes, direct=msg.direct,
-                        started_unix_us=time.time_ns() // 1000)
+                        started_unix_us=time.time_ns() // 1000, placement=placement)
         if any(n.retries for n in spec.nodes.values()):
             rec.inputs = dict(arrays)
         self.runs[msg.run] = rec
@@ -133,7 +136,7 @@ class Runs(StateTables):
 
     def _track(self, rec: RunRecord, compiled: CompiledGraph) -> None:
         spec = compiled.spec
-        rec.outstanding = {n: s.worker for n, s in spec.nodes.items()}
+        rec.outstanding = dict(rec.placement)
         if rec.direct:  # only the nodes with graph outputs report a direct run's success
             ends = {ref.partition(".")[0] for ref in spec.outputs.values()}
             rec.outstanding = {n: w for n, w in rec.outstanding.items() if n in ends}
@@ -152,22 +155,40 @@ class Runs(StateTables):
     def _dispatch(self, rec: RunRecord, compiled: CompiledGraph, arrays: dict[str, np.ndarray]
                   ) -> list[Send]:
         """Send a run's inputs (and empty triggers for source nodes) to their workers."""
-        spec = compiled.spec
         self._track(rec, compiled)
         batches: dict[tuple[str, str], dict[str, np.ndarray]] = defaultdict(dict)
         for gin, routes in compiled.input_routes.items():
             for worker, node, inp in routes:
-                batches[(worker, node)][inp] = arrays[gin]
+                if rec.placement[node] == worker:  # a pool node: only its placed replica
+                    batches[(worker, node)][inp] = arrays[gin]
         for node in compiled.source_nodes:
-            batches[(spec.nodes[node].worker, node)]
+            batches[(rec.placement[node], node)]
+        place = {n: rec.placement[n] for n in compiled.replicas} or None
         return [Send(self.workers[w].identity,
                      DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=w, graph=rec.graph,
-                             run=rec.wire_run, node=node), tensors)
+                             run=rec.wire_run, node=node, place=place), tensors)
                 for (w, node), tensors in batches.items()]
 
     def _retry_or_fail(self, rec: RunRecord, w: WorkerRecord, nodes: list[str], why: str
                        ) -> list[Send]:
         spec = self.graph_specs[rec.graph][1]
+        compiled = self.graphs.get(rec.graph)
+        if compiled is not None and all(spec.nodes[n].pool and spec.nodes[n].retries > rec.attempt
+                                        for n in nodes):
+            # idempotent pool nodes: at once, on the other replicas (the pool's routes
+            # already leave the lost one out)
+            log.warning("run %s: replica %s lost with node(s) %s outstanding; retrying on "
+                        "another replica (attempt %d)", rec.run, w.name, ", ".join(nodes),
+                        rec.attempt + 1)
+            out = self._cancel_on_workers(rec)
+            self._forget_placement(rec)
+            self.wire_runs.pop(rec.wire_run, None)
+            rec.attempt += 1
+            self.wire_runs[rec.wire_run] = rec.run
+            rec.outputs, rec.timings = {}, {}
+            rec.placement = self._place_run(compiled, None, rec.wire_run)
+            rec.workers = set(rec.placement.values())
+            return out + self._dispatch(rec, compiled, rec.inputs)
         if all(spec.nodes[n].retries > rec.attempt for n in nodes):
             log.warning("run %s: worker %s lost with idempotent node(s) %s outstanding; will "
                         "retry (attempt %d) when it is back", rec.run, w.name, ", ".join(nodes),
@@ -189,6 +210,9 @@ class Runs(StateTables):
             if compiled is None:
                 continue  # other workers still missing; the next registration tries again
             rec.waiting_for = None
+            self._forget_placement(rec)
+            rec.placement = self._place_run(compiled, None, rec.wire_run)
+            rec.workers = set(rec.placement.values())
             out += self._dispatch(rec, compiled, rec.inputs)
         return out
 
@@ -201,8 +225,7 @@ class Runs(StateTables):
         spec = self.graph_specs[rec.graph][1]
         # a direct run waits only for the nodes with graph outputs, but any node may fail it
         expected = rec.outstanding.get(msg.node) or (
-            spec.nodes[msg.node].worker if rec.direct and not msg.ok and msg.node in spec.nodes
-            else None)
+            rec.placement.get(msg.node) if rec.direct and not msg.ok else None)
         if msg.run != rec.wire_run or expected is None:
             return []  # a run that already failed or was cancelled, or an earlier attempt
         owner = self.workers.get(expected)
@@ -242,6 +265,9 @@ class Runs(StateTables):
             self.metrics.runs_active.dec()
             self.admission.release(rec.client, rec.input_bytes)
         self.wire_runs.pop(rec.wire_run, None)
+        self._forget_placement(rec)
+
+    def _forget_placement(self, rec: RunRecord) -> None:
         for w in rec.workers:
             self.runs_by_worker.get(w, set()).discard(rec.run)
 
