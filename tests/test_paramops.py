@@ -13,6 +13,7 @@ import pytest
 from interop_runtime.client.testing import numpy_worker
 from interop_runtime.ops.params import plane as paramops
 from interop_runtime.ops.params.plane import ParamVersionConflict
+from interop_runtime.wire.errors import ModelMismatchError, UnsupportedError
 
 
 def linear_worker(name: str, seed: int) -> dict[str, Any]:
@@ -87,7 +88,7 @@ def test_broadcast_copies_bit_exact_and_reports_versions(numpy_cluster) -> None:
         for w in ("n2", "n3"):
             got = c.get_params(w)
             assert all(got[n].tobytes() == src[n].tobytes() for n in src) and got.version == 1
-        with pytest.raises(ValueError, match="both the source and a destination"):
+        with pytest.raises(UnsupportedError, match="both the source and a destination"):
             paramops.broadcast(c, "n1", ["n1"])
 
 
@@ -95,9 +96,9 @@ def test_mismatched_parameter_sets_are_refused(start_cluster) -> None:
     cluster = start_cluster(linear_worker("a", 1), numpy_worker("odd", "linear", config={
         "params": {"w": {"shape": [4, 2], "seed": 0}, "b": {"shape": [3], "seed": 0}}}))
     with cluster.client(timeout_s=10) as c:
-        with pytest.raises(ValueError, match=r"parameter 'w': 'odd' has float32\[4, 2\]"):
+        with pytest.raises(ModelMismatchError, match=r"parameter 'w': 'odd' has float32\[4, 2\]"):
             paramops.average(c, ["a", "odd"])
-        with pytest.raises(ValueError, match="3 weights for 2"):
+        with pytest.raises(UnsupportedError, match="3 weights for 2"):
             paramops.average(c, ["a", "odd"], [1, 2, 3])
         assert c.get_params("a").version == 0
 
@@ -125,7 +126,7 @@ def test_torch_safetensors_round_trip_and_averaged_twins(start_cluster, tmp_path
         assert meta == {paramops.VERSION_KEY: "0", paramops.WORKER_KEY: "t1"}
         assert paramops.file_version(path) == 0
         c.set_params("t1", {n: np.zeros_like(a) for n, a in original.items()})
-        with pytest.raises(ValueError, match="holds parameter version 0 .*'t1'.*not 5"):
+        with pytest.raises(UnsupportedError, match="holds parameter version 0 .*'t1'.*not 5"):
             paramops.import_safetensors(c, "t1", path, verify_version=5)
         assert paramops.import_safetensors(c, "t1", path, verify_version=0,
                                            expected_version=1) == 2

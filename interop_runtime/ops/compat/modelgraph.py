@@ -9,7 +9,10 @@ CONTROL ``model``; no framework is imported here.
 Normalized op types (``OpInfo.type``) are lower-case words shared by all
 plugins: linear, conv2d, batchnorm, relu, sigmoid, tanh, gelu, softmax,
 maxpool2d, avgpool2d, global_avgpool, flatten, reshape, transpose, add, mul,
-concat, matmul, dropout, identity, pad; anything else is ``other:<framework op>``.
+concat, matmul, dropout, identity, pad, split, embedding, layernorm, attention (scaled
+dot-product attention; attrs ``heads`` / ``head_dim`` where the structure shows them),
+gru, lstm; anything else is ``other:<framework op>``. A linear op's weight is
+``out,in`` (torch Linear) or ``in,out`` (Keras Dense, GPT-2's Conv1D read through addmm).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from pydantic import BaseModel, ConfigDict
 
 # ops that move or relabel data without computing with it; alignment skips them
 PASSTHROUGH_TYPES = frozenset({"identity", "dropout", "reshape", "flatten", "transpose", "cast",
-                               "constant", "contiguous"})
+                               "constant", "contiguous", "split"})
+# ops a comparison shows; every other op without parameters is bookkeeping (sizes, masks,
+# position ids), counted but collapsed
+SIGNIFICANT_TYPES = frozenset({"linear", "conv2d", "batchnorm", "layernorm", "embedding",
+                               "attention", "gru", "lstm", "relu", "sigmoid", "tanh", "gelu",
+                               "softmax", "log_softmax", "maxpool2d", "avgpool2d",
+                               "global_avgpool", "matmul"})
 # parameter roles that carry no learned value (torch's BatchNorm step counter)
 COUNTER_ROLES = frozenset({"num_batches_tracked"})
 
@@ -60,9 +69,10 @@ class ParamInfo(_Model):
         """A role from a parameter's own name, for graphs whose ops could not be read."""
         leaf = name.replace(":0", "").rsplit("/", 1)[-1].rsplit(".", 1)[-1].lower()
         aliases = {"kernel": "weight", "moving_mean": "running_mean",
-                   "moving_variance": "running_var"}
+                   "moving_variance": "running_var", "recurrent_kernel": "recurrent_weight",
+                   "embeddings": "weight"}
         known = {"weight", "bias", "gamma", "beta", "running_mean", "running_var",
-                 "num_batches_tracked"}
+                 "num_batches_tracked", "recurrent_weight"}
         return aliases.get(leaf, leaf if leaf in known else "other")
 
 
@@ -98,6 +108,16 @@ class ModelGraph(_Model):
 
     def producer(self, tensor: str) -> OpInfo | None:
         return next((o for o in self.ops if tensor in o.outputs), None)
+
+    def significant_ops(self) -> list[OpInfo]:
+        """The ops a comparison aligns and shows: known compute types, and any op that
+        holds learned parameters (constants and counters do not count)."""
+        learned = {p.name for p in self.params if p.role not in COUNTER_ROLES | {"constant"}}
+        return [o for o in self.ops if o.type in SIGNIFICANT_TYPES
+                or any(n in learned for n in o.params)]
+
+    def consumers(self, tensor: str) -> list[OpInfo]:
+        return [o for o in self.ops if tensor in o.inputs]
 
     def compute_ops(self) -> list[OpInfo]:
         """The ops that compute (alignment works on these)."""

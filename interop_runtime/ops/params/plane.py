@@ -12,6 +12,10 @@ Every read reports the version it got; every write can demand the version it exp
 Averaging needs identical names, shapes and dtypes (twins of one framework). A parameter
 set of another framework is brought into the destination's layout by a ``mapping`` hook,
 ``(src_params) -> dst_params`` (see ``ops.params.mapping``); this module does no layout work.
+
+Failures are typed (wire.errors): ModelMismatchError when parameter sets do not fit (names,
+shapes, dtypes), UnsupportedError for an argument the operation cannot take (weights,
+alpha, a worker named twice), UnknownTargetError for a prefix that selects nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from safetensors.numpy import save_file
 from interop_runtime.client.client import Client
 from interop_runtime.client.results import Params
 from interop_runtime.wire.dtypes import wire_dtype
-from interop_runtime.wire.errors import UnsupportedError
+from interop_runtime.wire.errors import ModelMismatchError, UnknownTargetError, UnsupportedError
 
 VERSION_KEY = "interop.param_version"
 WORKER_KEY = "interop.worker"
@@ -91,7 +95,8 @@ def read_params(client: Client, worker: str, names: Sequence[str] | None = None,
     if prefix is not None:
         listed = list_params(client, worker, prefix)["params"]
         if not listed:
-            raise ValueError(f"worker {worker!r} has no parameters starting with {prefix!r}")
+            raise UnknownTargetError(f"worker {worker!r} has no parameters starting with "
+                                     f"{prefix!r}", field="prefix", worker=worker)
         wanted = [n for n in (names if names is not None else listed) if n in listed]
         names = wanted
     return client.get_params(worker, names)
@@ -118,33 +123,36 @@ def write_params(client: Client, worker: str, params: Mapping[str, np.ndarray], 
 def normalize_weights(weights: Sequence[float] | None, n: int) -> list[float]:
     """Weights summing to 1 (equal when None); rejects wrong length, negatives, zero sum."""
     if n < 1:
-        raise ValueError("averaging needs at least one parameter set")
+        raise UnsupportedError("averaging needs at least one parameter set")
     if weights is None:
         return [1.0 / n] * n
     w = [float(x) for x in weights]
     if len(w) != n:
-        raise ValueError(f"{len(w)} weights for {n} parameter sets")
+        raise UnsupportedError(f"{len(w)} weights for {n} parameter sets")
     if any(not np.isfinite(x) or x < 0 for x in w):
-        raise ValueError(f"weights must be finite and non-negative, got {w}")
+        raise UnsupportedError(f"weights must be finite and non-negative, got {w}")
     total = sum(w)
     if total <= 0:
-        raise ValueError("weights sum to zero")
+        raise UnsupportedError("weights sum to zero")
     return [x / total for x in w]
 
 
 def check_compatible(sets: Sequence[Mapping[str, np.ndarray]], labels: Sequence[str]) -> None:
-    """Same names, shapes and dtypes in every set, or a ValueError naming the first difference."""
+    """Same names, shapes and dtypes in every set, or a ModelMismatchError naming the first
+    difference."""
     ref, ref_label = sets[0], labels[0]
     for label, s in zip(labels[1:], sets[1:]):
         if set(s) != set(ref):
             diff = sorted(set(ref) ^ set(s))
-            raise ValueError(f"{label!r} and {ref_label!r} have different parameter names: "
-                             f"{', '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}")
+            raise ModelMismatchError(f"{label!r} and {ref_label!r} have different parameter "
+                                     f"names: "
+                                     f"{', '.join(diff[:5])}{' ...' if len(diff) > 5 else ''}")
         for name, a in s.items():
             b = ref[name]
             if a.shape != b.shape or a.dtype != b.dtype:
-                raise ValueError(f"parameter {name!r}: {label!r} has {a.dtype}{list(a.shape)}, "
-                                 f"{ref_label!r} has {b.dtype}{list(b.shape)}")
+                raise ModelMismatchError(
+                    f"parameter {name!r}: {label!r} has {a.dtype}{list(a.shape)}, "
+                    f"{ref_label!r} has {b.dtype}{list(b.shape)}", field=name)
 
 
 def weighted_average(sets: Sequence[Mapping[str, np.ndarray]],
@@ -162,7 +170,7 @@ def weighted_average(sets: Sequence[Mapping[str, np.ndarray]],
     for name, first in sets[0].items():
         dtype = first.dtype
         if dtype == np.bool_:
-            raise ValueError(f"parameter {name!r} is bool and cannot be averaged")
+            raise ModelMismatchError(f"parameter {name!r} is bool and cannot be averaged")
         acc_dtype = np.complex128 if np.issubdtype(dtype, np.complexfloating) else np.float64
         acc = np.zeros(first.shape, acc_dtype)
         for wi, s in zip(w, sets):
@@ -189,10 +197,11 @@ def _check_destination(client: Client, worker: str, params: Mapping[str, np.ndar
     for name, a in params.items():
         meta = have.get(name)
         if meta is None:
-            raise ValueError(f"worker {worker!r} has no parameter {name!r}")
+            raise ModelMismatchError(f"worker {worker!r} has no parameter {name!r}")
         if list(meta["shape"]) != list(a.shape) or wire_dtype(a.dtype) != meta["dtype"]:
-            raise ValueError(f"parameter {name!r}: worker {worker!r} has {meta['dtype']}"
-                             f"{list(meta['shape'])}, the new value is {a.dtype}{list(a.shape)}")
+            raise ModelMismatchError(
+                f"parameter {name!r}: worker {worker!r} has {meta['dtype']}{list(meta['shape'])}, "
+                f"the new value is {a.dtype}{list(a.shape)}", field=name, worker=worker)
     return int(listed.get("version", 0))
 
 
@@ -226,10 +235,10 @@ def average(client: Client, workers: Sequence[str], weights: Sequence[float] | N
     share it); with a mapping, ``into`` is required, since the result fits only that layout."""
     workers = list(workers)
     if len(set(workers)) != len(workers):
-        raise ValueError(f"a worker is named twice: {workers}")
+        raise UnsupportedError(f"a worker is named twice: {workers}")
     targets = [into] if isinstance(into, str) else list(into) if into is not None else workers
     if mapping is not None and into is None:
-        raise ValueError("with a mapping, name the target worker(s) with into=")
+        raise UnsupportedError("with a mapping, name the target worker(s) with into=")
     w = normalize_weights(weights, len(workers))
     sets: list[Mapping[str, np.ndarray]] = []
     read_versions: dict[str, int] = {}
@@ -252,7 +261,7 @@ def interpolate(client: Client, a: str, b: str, alpha: float, *,
                 into: str | Sequence[str] | None = None, **kwargs: Any) -> AverageResult:
     """alpha * p_a + (1 - alpha) * p_b, written like ``average`` (to both, or to ``into``)."""
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+        raise UnsupportedError(f"alpha must be in [0, 1], got {alpha}")
     return average(client, [a, b], [alpha, 1.0 - alpha], into=into, **kwargs)
 
 
@@ -264,7 +273,7 @@ def broadcast(client: Client, source: str, destinations: Sequence[str], *,
     dtypes) and written at the version it was checked at. ``mapping``: a callable for every
     destination, or a dict per destination, from the source's layout to the destination's."""
     if source in destinations:
-        raise ValueError(f"{source!r} is both the source and a destination")
+        raise UnsupportedError(f"{source!r} is both the source and a destination")
     src = read_params(client, source, names, prefix=prefix)
     result = BroadcastResult(source, src.version)
     for dst in destinations:
@@ -328,7 +337,7 @@ def import_safetensors(client: Client, worker: str, path: str | Path, *,
     if verify_version is not None:
         recorded = meta.get(VERSION_KEY)
         if recorded is None or int(recorded) != verify_version:
-            raise ValueError(f"{path}: holds parameter version {recorded or 'unknown'} "
+            raise UnsupportedError(f"{path}: holds parameter version {recorded or 'unknown'} "
                              f"(from worker {meta.get(WORKER_KEY, 'unknown')!r}), "
                              f"not {verify_version}")
     return write_params(client, worker, arrays, expected_version=expected_version)

@@ -3,7 +3,8 @@
 Best first: torch.export on example inputs built from the declared input specs
 (ATen ops with shapes; parameters from the graph signature); else FX symbolic
 tracing (module calls, no shapes); else the state_dict alone, with roles guessed
-from names (TorchScript models, or models neither can trace).
+from names (models nothing can trace). A TorchScript model is walked from its
+inlined graph instead (torchscript_graph.py).
 """
 
 from __future__ import annotations
@@ -24,35 +25,18 @@ from interop_runtime import (
     TensorSpec,
 )
 
+from . import aten_ops
 from .convert import WIRE_TO_TORCH, wire_name
 
 _role = ParamInfo.role_from_name  # for parameters no op explains
-# ATen op packet name -> normalized type
-_ATEN = {
-    "linear": "linear", "conv2d": "conv2d", "convolution": "conv2d", "_convolution": "conv2d",
-    "batch_norm": "batchnorm", "_native_batch_norm_legit_no_training": "batchnorm",
-    "native_batch_norm": "batchnorm", "relu": "relu", "relu_": "relu", "sigmoid": "sigmoid",
-    "tanh": "tanh", "gelu": "gelu", "softmax": "softmax", "_softmax": "softmax",
-    "log_softmax": "log_softmax", "max_pool2d": "maxpool2d",
-    "max_pool2d_with_indices": "maxpool2d", "avg_pool2d": "avgpool2d",
-    "adaptive_avg_pool2d": "global_avgpool", "flatten": "flatten", "view": "reshape",
-    "reshape": "reshape", "_unsafe_view": "reshape", "squeeze": "reshape",
-    "unsqueeze": "reshape", "permute": "transpose", "transpose": "transpose", "t": "transpose",
-    "add": "add", "add_": "add", "mul": "mul", "cat": "concat", "matmul": "matmul", "mm": "matmul",
-    "bmm": "matmul", "dropout": "dropout", "clone": "identity", "contiguous": "identity",
-    "alias": "identity", "detach": "identity", "_to_copy": "cast", "pad": "pad",
-    "constant_pad_nd": "pad",
-}
-# parameter roles by position among an op's arguments
-_ROLES = {"linear": ["input", "weight", "bias"], "conv2d": ["input", "weight", "bias"],
-          "batchnorm": ["input", "gamma", "beta", "running_mean", "running_var"]}
-_WEIGHT_LAYOUT = {"linear": "out,in", "conv2d": "OIHW"}
+_ATEN, _ROLES, _WEIGHT_LAYOUT = aten_ops.ATEN, aten_ops.ROLES, aten_ops.WEIGHT_LAYOUT
 # nn.Module class -> normalized type, for the FX fallback
 _MODULES = {
     "Linear": "linear", "Conv2d": "conv2d", "BatchNorm1d": "batchnorm", "BatchNorm2d": "batchnorm",
     "ReLU": "relu", "Sigmoid": "sigmoid", "Tanh": "tanh", "GELU": "gelu", "Softmax": "softmax",
     "MaxPool2d": "maxpool2d", "AvgPool2d": "avgpool2d", "AdaptiveAvgPool2d": "global_avgpool",
-    "Flatten": "flatten", "Dropout": "dropout", "Identity": "identity",
+    "Flatten": "flatten", "Dropout": "dropout", "Identity": "identity", "LayerNorm": "layernorm",
+    "Embedding": "embedding",
 }
 _MODULE_ROLES = {"weight": "weight", "bias": "bias", "running_mean": "running_mean",
                  "running_var": "running_var", "num_batches_tracked": "num_batches_tracked"}
@@ -63,6 +47,16 @@ def build(model: nn.Module, spec: FunctionSpec | None) -> ModelGraph:
     notes: list[str] = []
     ins = list(spec.inputs) if spec else []
     outs = list(spec.outputs) if spec else []
+    if isinstance(model, torch.jit.ScriptModule):
+        from . import torchscript_graph
+
+        try:
+            return torchscript_graph.build(model, ins, outs)
+        except Exception as exc:  # an unusual scripted graph: say so, match by name and shape
+            graph = _params_only(model, ins, outs)
+            graph.notes.append(f"the TorchScript graph could not be read ({type(exc).__name__}: "
+                               f"{str(exc)[:200]}); parameters only")
+            return graph
     examples = _examples(ins)
     if examples is None and (guessed := _guess_inputs(model, ins)) is not None:
         notes.append(f"input shape guessed from the first layer: {guessed[0].shape}")
@@ -156,24 +150,29 @@ def _from_export(model: nn.Module, examples: list[torch.Tensor], ins: list[Tenso
         name = _op_name(node, used_names)
         tensor_args = [a for a in _flat_args(node.args) if isinstance(a, torch.fx.Node)]
         op_params = []
-        roles = _ROLES.get(kind, [])
-        for pos, arg in enumerate(node.args):
+        addmm = fw.startswith("aten.addmm")
+        roles = aten_ops.ADDMM_ROLES if addmm else _ROLES.get(kind, [])
+        for pos, arg in enumerate(node.args if kind not in aten_ops.MOVES_DATA else ()):
+            layout = _WEIGHT_LAYOUT.get(kind)
+            if addmm and pos == 2:  # x @ W: W is (in, out), or (out, in) behind a transpose
+                arg, layout = _through_transpose(arg, owned)
             if isinstance(arg, torch.fx.Node) and arg.name in owned:
                 pname = owned[arg.name]
-                role = roles[pos] if pos < len(roles) else _role(pname)
+                role = (roles[pos] if pos < len(roles) else None) or _role(pname)
                 value = state.get(pname)
                 if value is None:  # a non-persistent buffer: not a parameter clients can set
                     continue
                 params[pname] = ParamInfo(
                     name=pname, shape=list(value.shape), dtype=wire_name(value.dtype), op=name,
-                    role=role, layout=_WEIGHT_LAYOUT.get(kind) if role == "weight" else None,
+                    role=role, layout=layout if role == "weight" else None,
                     trainable=pname in trainable)
                 op_params.append(pname)
         out_info = _tensor_info(tname(node), node)
         tensors[out_info.name] = out_info
         ops.append(OpInfo(name=name, type=kind, framework_type=fw,
                           inputs=[tname(a) for a in tensor_args if a.name not in owned],
-                          outputs=[out_info.name], attrs=_attrs(kind, node), params=op_params))
+                          outputs=[out_info.name], attrs=_attrs(kind, node, params, op_params),
+                          params=op_params))
     _add_unused(params, state, trainable, ops)
     model_ins = [tensors.get(s.name) or TensorInfo(name=s.name) for s in ins]
     for t, s in zip(model_ins, ins):
@@ -236,11 +235,24 @@ def _ints(value: Any, n: int = 2) -> list[int] | Any:
     return value
 
 
-def _attrs(kind: str, node: torch.fx.Node) -> dict[str, Any]:
+def _through_transpose(arg: Any, owned: dict[str, str]) -> tuple[Any, str]:
+    """addmm's W argument: a parameter read as (in, out), or a transpose of one (out, in)."""
+    if isinstance(arg, torch.fx.Node) and arg.op == "call_function" and arg.args \
+            and aten_ops.packet(str(arg.target)) in aten_ops.TRANSPOSES:
+        src = arg.args[0]
+        if isinstance(src, torch.fx.Node) and src.name in owned:
+            return src, "out,in"
+    return arg, "in,out"
+
+
+def _attrs(kind: str, node: torch.fx.Node, params: dict[str, ParamInfo] | None = None,
+           op_params: list[str] | None = None) -> dict[str, Any]:
     a = list(node.args)
     weight = a[1].meta.get("val") if len(a) > 1 and isinstance(a[1], torch.fx.Node) else None
-    if kind == "linear" and isinstance(weight, torch.Tensor):
-        return {"in_features": int(weight.shape[1]), "out_features": int(weight.shape[0])}
+    mine = [params[n] for n in op_params or [] if params and n in params]
+    if kind in ("linear", "embedding", "layernorm", "attention"):
+        return common_attrs(kind, mine, _eps(node) if kind == "layernorm" else None,
+                            _heads(a[0]) if kind == "attention" and a else {})
     if kind == "conv2d" and isinstance(weight, torch.Tensor):
         padding = a[4] if len(a) > 4 else 0
         return {"in_channels": int(weight.shape[1]) * int(a[6] if len(a) > 6 else 1),
@@ -261,6 +273,33 @@ def _attrs(kind: str, node: torch.fx.Node) -> dict[str, Any]:
     return {}
 
 
+def _eps(node: torch.fx.Node) -> float | None:
+    eps = node.args[4] if len(node.args) > 4 else 1e-5
+    return float(eps) if isinstance(eps, (int, float)) else None
+
+
+def _heads(query: Any) -> dict[str, int]:
+    """Heads and head size from the query's (batch, heads, seq, head_dim) shape."""
+    val = query.meta.get("val") if isinstance(query, torch.fx.Node) else None
+    if isinstance(val, torch.Tensor) and val.dim() == 4 \
+            and all(isinstance(d, int) for d in val.shape[1:4:2]):
+        return {"heads": int(val.shape[1]), "head_dim": int(val.shape[3])}
+    return {}
+
+
+def common_attrs(kind: str, params: list[ParamInfo], eps: float | None,
+                 heads: dict[str, int]) -> dict[str, Any]:
+    """Attributes of the ops both torch walks read the same way, from their parameters."""
+    weight = next((p for p in params if p.role in ("weight", "gamma")), None)
+    if kind == "linear" and weight is not None and len(weight.shape) == 2:
+        return aten_ops.linear_attrs(weight.shape, weight.layout or "out,in")
+    if kind == "embedding" and weight is not None and len(weight.shape) == 2:
+        return {"num_embeddings": weight.shape[0], "embedding_dim": weight.shape[1]}
+    if kind == "layernorm":
+        return {"eps": eps} if eps is not None else {}
+    return dict(heads) if kind == "attention" else {}
+
+
 def _add_unused(params: dict[str, ParamInfo], state: dict[str, torch.Tensor],
                 trainable: set[str], ops: list[OpInfo]) -> None:
     """State entries no op reads (num_batches_tracked): listed, and tied to the op that
@@ -271,7 +310,7 @@ def _add_unused(params: dict[str, ParamInfo], state: dict[str, torch.Tensor],
             continue
         op = by_prefix.get(name.rsplit(".", 1)[0])
         params[name] = ParamInfo(name=name, shape=list(value.shape), dtype=wire_name(value.dtype),
-                                 op=op, role=_role(name), trainable=name in trainable)
+                                 op=op, role=state_role(name, value), trainable=name in trainable)
         for o in ops:
             if o.name == op:
                 o.params.append(name)
@@ -307,7 +346,7 @@ def _from_fx(model: nn.Module, ins: list[TensorSpec], outs: list[TensorSpec]) ->
             if prefix and key.rsplit(".", 1)[0] == prefix:
                 leaf = key.rsplit(".", 1)[1]
                 role = _MODULE_ROLES.get(leaf, "other")
-                if kind == "batchnorm":
+                if kind in ("batchnorm", "layernorm"):
                     role = {"weight": "gamma", "bias": "beta"}.get(role, role)
                 params[key] = ParamInfo(
                     name=key, shape=list(value.shape), dtype=wire_name(value.dtype), op=name,
@@ -346,6 +385,14 @@ def _module_attrs(module: nn.Module) -> dict[str, Any]:
     return {}
 
 
+def state_role(name: str, value: torch.Tensor) -> str:
+    """A role from the name; integer buffers other than counters (position ids) are constants."""
+    role = _role(name)
+    if role == "other" and not (value.is_floating_point() or value.is_complex()):
+        return "constant"
+    return role
+
+
 def _params_only(model: nn.Module, ins: list[TensorSpec], outs: list[TensorSpec]) -> ModelGraph:
     state = model.state_dict()
     return ModelGraph(
@@ -353,5 +400,6 @@ def _params_only(model: nn.Module, ins: list[TensorSpec], outs: list[TensorSpec]
         inputs=[TensorInfo(name=s.name, shape=s.shape, dtype=s.dtype, layout=s.layout) for s in ins],
         outputs=[TensorInfo(name=s.name, shape=s.shape, dtype=s.dtype, layout=s.layout)
                  for s in outs],
-        params=[ParamInfo(name=n, shape=list(v.shape), dtype=wire_name(v.dtype), role=_role(n))
-                for n, v in state.items()])
+        params=[ParamInfo(name=n, shape=list(v.shape), dtype=wire_name(v.dtype),
+                          role=state_role(n, v)) for n, v in state.items()],
+        notes=["no graph could be traced: parameters only, matched by name and shape"])
