@@ -1,6 +1,8 @@
 """`interop train ...`: fine-tune a worker, or distill a teacher worker into a student
 (registered by app.py). The optimizer lives in the worker (its config's ``training:``
-section); these commands stream the data as batches and print a row per epoch."""
+section); these commands stream the data as batches, show a progress bar and print a row
+per epoch. ``--checkpoint`` saves parameters, optimizer state and the batch order after
+every epoch; ``--resume`` continues from there; ``--order FILE`` fixes the batch order."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
 from collections.abc import Callable
@@ -33,7 +35,14 @@ ValOpt = Annotated[float, typer.Option("--val-fraction", help="Held out for vali
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the split and the batch order.")]
 CheckpointOpt = Annotated[Path | None, typer.Option(
     "--checkpoint", help="Save the trained worker's parameters here (.safetensors) after "
-                         "every epoch.")]
+                         "every epoch, its optimizer state beside it (.optimizer.safetensors) "
+                         "and the loop's scalars (.json).")]
+ResumeOpt = Annotated[bool, typer.Option(
+    "--resume", help="Continue from --checkpoint: parameters, optimizer state and batch "
+                     "order; --epochs counts the epochs already done.")]
+OrderOpt = Annotated[Path | None, typer.Option(
+    "--order", help="A .npy of sample indices into the training split: 1-d (every epoch) or "
+                    "2-d (one row per epoch). Default: a shuffle seeded by --seed.")]
 TimeoutOpt = Annotated[float, typer.Option("--timeout", help="Request timeout (s).")]
 
 
@@ -53,6 +62,29 @@ def _data(source: str, val_fraction: float, seed: int) -> Any:
         raise typer.Exit(2) from None
     console.print(f"data {escape(source)}: {data.describe()}", soft_wrap=True)
     return data
+
+
+def _order(path: Path | None, resume: bool, checkpoint: Path | None) -> Any:
+    """The --order file's indices (checked against the data by the loop), read without pickle."""
+    import numpy as np
+
+    if resume and checkpoint is None:
+        console.print("[red]error:[/red] --resume needs --checkpoint (where the earlier run "
+                      "saved)", soft_wrap=True)
+        raise typer.Exit(2)
+    if path is None:
+        return None
+    try:
+        order = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]cannot read --order {escape(str(path))}:[/red] {escape(str(exc))}",
+                      soft_wrap=True)
+        raise typer.Exit(2) from None
+    if order.ndim not in (1, 2):
+        console.print(f"[red]--order {escape(str(path))}:[/red] must be 1-d or 2-d, got shape "
+                      f"{order.shape}", soft_wrap=True)
+        raise typer.Exit(2)
+    return order if order.ndim == 1 else list(order)
 
 
 def _epoch_printer(title: str) -> tuple[Table, Callable[[dict[str, Any]], None]]:
@@ -80,18 +112,21 @@ def register(app: typer.Typer) -> None:
         worker: Annotated[str, typer.Argument(help="The worker to train.")],
         data: DataOpt = "digits", epochs: EpochsOpt = 5, batch_size: BatchOpt = 32,
         val_fraction: ValOpt = 0.25, seed: SeedOpt = 0, checkpoint: CheckpointOpt = None,
+        resume: ResumeOpt = False, order: OrderOpt = None,
         coordinator: CoordOpt = DEFAULT_ADDRESS, key: KeyOpt = None,
         coordinator_key: CoordKeyOpt = None, timeout: TimeoutOpt = 60.0,
     ) -> None:
         """Train WORKER on the data with its own optimizer (CONTROL train_step per batch)."""
         from interop_runtime.ops.training.loops import fine_tune
 
+        indices = _order(order, resume, checkpoint)
         split = _data(data, val_fraction, seed)
         table, on_epoch = _epoch_printer(f"fine-tune {worker}")
         with _session(coordinator, key, coordinator_key, timeout) as c:
             fine_tune(c, worker, split.x_train, split.y_train, epochs=epochs,
                       batch_size=batch_size, x_val=split.x_val, y_val=split.y_val, seed=seed,
-                      checkpoint_path=checkpoint, on_epoch=on_epoch, console=console)
+                      order=indices, checkpoint=checkpoint, resume=resume, on_epoch=on_epoch,
+                      console=console)
         console.print(table)
         if checkpoint is not None:
             console.print(f"checkpoint: {checkpoint}", soft_wrap=True)
@@ -106,19 +141,21 @@ def register(app: typer.Typer) -> None:
         alpha: Annotated[float, typer.Option("--alpha", help="Weight of the T²·KL term; "
                                              "1 - alpha weighs the hard-label CE.")] = 0.5,
         val_fraction: ValOpt = 0.25, seed: SeedOpt = 0, checkpoint: CheckpointOpt = None,
+        resume: ResumeOpt = False, order: OrderOpt = None,
         coordinator: CoordOpt = DEFAULT_ADDRESS, key: KeyOpt = None,
         coordinator_key: CoordKeyOpt = None, timeout: TimeoutOpt = 60.0,
     ) -> None:
         """Train STUDENT on the labels and on TEACHER's logits, which go worker to worker."""
         from interop_runtime.ops.training.loops import distill, evaluate
 
+        indices = _order(order, resume, checkpoint)
         split = _data(data, val_fraction, seed)
         table, on_epoch = _epoch_printer(f"distill {teacher} -> {student}")
         with _session(coordinator, key, coordinator_key, timeout) as c:
             distill(c, teacher, student, split.x_train, split.y_train, epochs=epochs,
                     temperature=temperature, alpha=alpha, batch_size=batch_size,
-                    x_val=split.x_val, y_val=split.y_val, seed=seed, checkpoint_path=checkpoint,
-                    on_epoch=on_epoch, console=console)
+                    x_val=split.x_val, y_val=split.y_val, seed=seed, order=indices,
+                    checkpoint=checkpoint, resume=resume, on_epoch=on_epoch, console=console)
             teacher_acc = evaluate(c, teacher, split.x_val, split.y_val)["accuracy"]
         console.print(table)
         console.print(f"teacher {escape(teacher)} held-out accuracy {teacher_acc:.4f}",

@@ -11,6 +11,10 @@ client (which drives it), so both sides agree on names, dtypes and shapes::
     distill_step  x, labels, soft_targets -> loss, accuracy, step
     evaluate      x, labels -> loss, accuracy
     logits        x -> logits (training=False; what a teacher serves)
+    optimizer_state       -> meta (uint8, UTF-8 JSON: optimizer, steps, hyper-parameters),
+                             state/<name> (the optimizer's tensors, e.g. Adam's moments)
+    load_optimizer_state  state/<name> tensors, arg ``meta`` (optimizer_state's JSON)
+                          -> step; checks every name and shape before changing anything
 
 Node args of train_step/distill_step: ``temperature`` (default 1) and ``alpha``
 (weight of the distillation term, default 0.5 when soft targets are given):
@@ -27,6 +31,7 @@ worker's PARAM version (``WorkerPlugin.mutates_params``).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -40,8 +45,12 @@ TRAIN_STEP = "train_step"
 DISTILL_STEP = "distill_step"
 EVALUATE = "evaluate"
 LOGITS = "logits"
-FUNCTIONS = (TRAIN_STEP, DISTILL_STEP, EVALUATE, LOGITS)
+OPTIMIZER_STATE = "optimizer_state"
+LOAD_OPTIMIZER_STATE = "load_optimizer_state"
+FUNCTIONS = (TRAIN_STEP, DISTILL_STEP, EVALUATE, LOGITS, OPTIMIZER_STATE, LOAD_OPTIMIZER_STATE)
 CONFIG_KEY = "training"
+STATE_PREFIX = "state/"  # optimizer tensors travel as state/<name>: never clashes with meta
+MAX_META_BYTES = 1 << 20  # an optimizer's scalars are small; a bigger meta is refused
 
 
 class TrainingConfig(BaseModel):
@@ -74,7 +83,7 @@ def _batched(spec: TensorSpec | None, name: str, dtype: str) -> TensorSpec:
 
 
 def functions(x: TensorSpec | None, logits: TensorSpec | None) -> list[FunctionSpec]:
-    """The four training functions for a model whose forward takes ``x`` and returns ``logits``
+    """The training functions for a model whose forward takes ``x`` and returns ``logits``
     (the forward's own specs; names are replaced, the batch dim made dynamic)."""
     xs = _batched(x, "x", "float32")
     ls = _batched(logits, "logits", "float32")
@@ -93,6 +102,13 @@ def functions(x: TensorSpec | None, logits: TensorSpec | None) -> list[FunctionS
         FunctionSpec(name=EVALUATE, inputs=[xs, labels], outputs=scalar,
                      doc="cross-entropy and accuracy, no update"),
         FunctionSpec(name=LOGITS, inputs=[xs], outputs=[ls], doc="logits, no update"),
+        FunctionSpec(name=OPTIMIZER_STATE, outputs=[TensorSpec(name="meta", dtype="uint8",
+                                                               shape=[None]), step],
+                     doc="the optimizer's tensors as state/<name> outputs, its scalars as "
+                         "meta (UTF-8 JSON)"),
+        FunctionSpec(name=LOAD_OPTIMIZER_STATE, outputs=[step],
+                     doc="state/<name> inputs and arg meta (from optimizer_state) back into "
+                         "the optimizer; every name and shape is checked first"),
     ]
 
 
@@ -140,3 +156,30 @@ def scalars(**values: float) -> dict[str, np.ndarray]:
     """0-d output arrays: loss/accuracy float32, step int64."""
     return {k: np.asarray(v, dtype=np.int64 if k == "step" else np.float32)
             for k, v in values.items()}
+
+
+def meta_array(meta: Mapping[str, Any]) -> np.ndarray:
+    """Optimizer scalars as an output tensor: UTF-8 JSON bytes (outputs are arrays only)."""
+    return np.frombuffer(json.dumps(meta, sort_keys=True).encode(), dtype=np.uint8).copy()
+
+
+def read_meta(array: np.ndarray) -> dict[str, Any]:
+    """``meta_array`` back to a dict; a peer's oversized or malformed meta is a typed error."""
+    raw = np.asarray(array)
+    if raw.dtype != np.uint8 or raw.ndim != 1 or raw.size > MAX_META_BYTES:
+        raise ShapeMismatchError(f"optimizer meta must be uint8 (n,) of at most "
+                                 f"{MAX_META_BYTES} bytes, got {raw.dtype} {raw.shape}",
+                                 field="meta")
+    try:
+        meta = json.loads(raw.tobytes().decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise DTypeMismatchError(f"optimizer meta is not UTF-8 JSON: {exc}", field="meta") from None
+    if not isinstance(meta, dict):
+        raise DTypeMismatchError("optimizer meta must be a JSON object", field="meta")
+    return meta
+
+
+def state_tensors(inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The ``state/<name>`` entries of inputs or outputs, by ``<name>``."""
+    n = len(STATE_PREFIX)
+    return {k[n:]: v for k, v in inputs.items() if k.startswith(STATE_PREFIX)}

@@ -6,6 +6,10 @@ lives as long as the worker, so its slots carry over from one CONTROL call to th
 Steps call the model with training=True under a GradientTape; each step kind is one
 tf.function with a full input signature, traced once for every batch size, with
 temperature and alpha as tensors so that changing them does not retrace.
+
+``optimizer_state`` / ``load_optimizer_state`` carry the optimizer's variables (its
+iteration count and slots, e.g. ``state/adam/hidden_kernel_momentum``) by path, and its
+config as JSON. The learning rate variable stays out: the worker's config sets it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,14 @@ from typing import Any
 
 import numpy as np
 
-from interop_runtime import FunctionSpec, UnknownFunctionError, UnsupportedError, trainspec
+from interop_runtime import (
+    FunctionSpec,
+    ShapeMismatchError,
+    UnknownFunctionError,
+    UnknownTargetError,
+    UnsupportedError,
+    trainspec,
+)
 
 TrainingConfig = trainspec.TrainingConfig  # the public API carries the module
 
@@ -114,6 +125,11 @@ class KerasTrainer:
         if function not in self.specs:
             raise UnknownFunctionError(f"no training function {function!r}", field="function")
         tf = self.tf
+        if function == trainspec.OPTIMIZER_STATE:
+            return self.get_state()
+        if function == trainspec.LOAD_OPTIMIZER_STATE:
+            self.set_state(trainspec.state_tensors(inputs), args.get("meta"))
+            return trainspec.scalars(step=self.steps)
         with tf.device(self.device):
             if function == trainspec.LOGITS:
                 return {"logits": np.asarray(self._logits(tf.convert_to_tensor(inputs["x"])))}
@@ -132,6 +148,49 @@ class KerasTrainer:
                                           tf.constant(alpha, tf.float32))
         self.steps += 1
         return trainspec.scalars(loss=float(loss), accuracy=float(acc), step=self.steps)
+
+
+    # --- optimizer state --------------------------------------------------------------------
+
+    def _slots(self) -> dict[str, Any]:
+        return {v.path: v for v in self.optimizer.variables if v.name != "learning_rate"}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        tensors = {trainspec.STATE_PREFIX + path: np.asarray(v.numpy()).copy()
+                   for path, v in self._slots().items()}
+        config = {k: v for k, v in self.optimizer.get_config().items()
+                  if v is None or isinstance(v, (bool, int, float, str))}
+        meta = {"framework": "keras", "optimizer": self.cfg.optimizer, "steps": self.steps,
+                "hyper": config}
+        return {"meta": trainspec.meta_array(meta), **tensors,
+                **trainspec.scalars(step=self.steps)}
+
+    def set_state(self, tensors: Mapping[str, np.ndarray], meta: Any) -> None:
+        if not isinstance(meta, dict):
+            raise UnsupportedError("load_optimizer_state needs arg meta (optimizer_state's "
+                                   "JSON)", field="meta")
+        if meta.get("optimizer") != self.cfg.optimizer:
+            raise UnsupportedError(f"the optimizer state is for {meta.get('optimizer')!r}, "
+                                   f"this worker trains with {self.cfg.optimizer!r}",
+                                   field="meta.optimizer")
+        slots = self._slots()
+        for path, value in tensors.items():  # check everything before assigning anything
+            if path not in slots:
+                raise UnknownTargetError(f"optimizer state {path!r}: this optimizer has no such "
+                                         f"variable (it has {', '.join(slots)})", field=path)
+            want = tuple(slots[path].shape)
+            if tuple(value.shape) != want:
+                raise ShapeMismatchError(f"optimizer state {path!r} has shape "
+                                         f"{tuple(value.shape)}, the optimizer's is {want}",
+                                         field=path)
+        missing = sorted(set(slots) - set(tensors))
+        if missing:
+            raise UnknownTargetError(f"the optimizer state lacks {', '.join(missing)}",
+                                     field=missing[0])
+        with self.tf.device(self.device):
+            for path, value in tensors.items():
+                slots[path].assign(np.asarray(value, dtype=slots[path].dtype))
+        self.steps = int(meta.get("steps", 0))
 
 
 def trainer_from_config(config: Mapping[str, Any], tf: Any, loaded: Any, device: str

@@ -5,6 +5,11 @@ The optimizer is created once, at load, and lives as long as the worker, so its 
 switches the model to train() and back to eval(): ``forward`` keeps its inference
 behaviour (dropout off, batch-norm running statistics) between steps. Steps run with
 autograd on; the other functions under inference_mode, like forward.
+
+``optimizer_state`` / ``load_optimizer_state`` carry ``optimizer.state_dict()`` flattened:
+each tensor as ``state/<parameter name>/<slot>`` (e.g. ``state/0.weight/exp_avg``), the
+rest (param_groups without their indices, non-tensor slots, the step count) as JSON.
+Loading keeps the worker's own hyper-parameters: its config says how it trains.
 """
 
 from __future__ import annotations
@@ -16,11 +21,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from interop_runtime import FunctionSpec, UnknownFunctionError, UnsupportedError, trainspec
+from interop_runtime import (
+    FunctionSpec,
+    ShapeMismatchError,
+    UnknownFunctionError,
+    UnknownTargetError,
+    UnsupportedError,
+    trainspec,
+)
 
 TrainingConfig = trainspec.TrainingConfig  # the public API carries the module
 
-from .convert import to_tensor
+from .convert import to_numpy, to_tensor
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainingConfig) -> torch.optim.Optimizer:
@@ -65,6 +77,11 @@ class TorchTrainer:
              ) -> dict[str, np.ndarray]:
         if function not in self.specs:
             raise UnknownFunctionError(f"no training function {function!r}", field="function")
+        if function == trainspec.OPTIMIZER_STATE:
+            return self.get_state()
+        if function == trainspec.LOAD_OPTIMIZER_STATE:
+            self.set_state(trainspec.state_tensors(inputs), args.get("meta"))
+            return trainspec.scalars(step=self.steps)
         if function == trainspec.LOGITS:
             with torch.inference_mode():
                 return {"logits": self.model(self._tensor(inputs["x"])).float().cpu().numpy()}
@@ -96,6 +113,65 @@ class TorchTrainer:
         # accuracy of the logits the step was computed from (before the update), as Keras does
         return trainspec.scalars(loss=loss.item(), accuracy=_accuracy(logits.detach(), labels),
                                  step=self.steps)
+
+    # --- optimizer state --------------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        # the optimizer's parameter indices follow make_optimizer's order
+        return [n for n, p in self.model.named_parameters() if p.requires_grad]
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        sd = self.optimizer.state_dict()
+        names = self._names()
+        out: dict[str, np.ndarray] = {}
+        scalars: dict[str, Any] = {}
+        for index, slots in sd["state"].items():
+            for slot, value in slots.items():
+                key = f"{names[index]}/{slot}"
+                if torch.is_tensor(value):
+                    out[trainspec.STATE_PREFIX + key] = to_numpy(value.detach().cpu().clone())
+                elif value is None or isinstance(value, (bool, int, float)):
+                    scalars[key] = value
+        groups = [{k: v for k, v in g.items() if k != "params"} for g in sd["param_groups"]]
+        meta = {"framework": "torch", "optimizer": self.cfg.optimizer, "steps": self.steps,
+                "hyper": groups, "scalars": scalars}
+        return {"meta": trainspec.meta_array(meta), **out,
+                **trainspec.scalars(step=self.steps)}
+
+    def set_state(self, tensors: Mapping[str, np.ndarray], meta: Any) -> None:
+        if not isinstance(meta, dict):
+            raise UnsupportedError("load_optimizer_state needs arg meta (optimizer_state's "
+                                   "JSON)", field="meta")
+        if meta.get("optimizer") != self.cfg.optimizer:
+            raise UnsupportedError(f"the optimizer state is for {meta.get('optimizer')!r}, "
+                                   f"this worker trains with {self.cfg.optimizer!r}",
+                                   field="meta.optimizer")
+        names = self._names()
+        index = {n: i for i, n in enumerate(names)}
+        shapes = {n: tuple(p.shape) for n, p in self.model.named_parameters()}
+        current = self.optimizer.state_dict()
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in tensors.items():  # check everything before loading anything
+            name, _, slot = key.rpartition("/")
+            if name not in index or not slot:
+                raise UnknownTargetError(f"optimizer state {key!r}: the model has no trainable "
+                                         f"parameter {name!r}", field=key)
+            now = current["state"].get(index[name], {}).get(slot)
+            allowed = {tuple(now.shape)} if torch.is_tensor(now) else {shapes[name], ()}
+            if tuple(value.shape) not in allowed:
+                raise ShapeMismatchError(f"optimizer state {key!r} has shape "
+                                         f"{tuple(value.shape)}, parameter {name!r} needs "
+                                         f"{' or '.join(map(str, sorted(allowed)))}", field=key)
+            # a copy: the input frames are read-only and the optimizer writes in place
+            state.setdefault(index[name], {})[slot] = torch.from_numpy(np.array(value))
+        for key, value in dict(meta.get("scalars") or {}).items():
+            name, _, slot = str(key).rpartition("/")
+            if name in index:
+                state.setdefault(index[name], {})[slot] = value
+        # load_state_dict casts the moments to each parameter's dtype and device
+        self.optimizer.load_state_dict({"state": state,
+                                        "param_groups": current["param_groups"]})
+        self.steps = int(meta.get("steps", 0))
 
     def _tensor(self, array: np.ndarray) -> torch.Tensor:
         # inputs stay read-only views of the frames: nothing here writes into them
