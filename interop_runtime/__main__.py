@@ -1,3 +1,4 @@
-from interop_runtime.cli.app import main
+# the daemons' command lines skip typer and rich (cli/lean.py); everything else is the full CLI
+from interop_runtime.cli.lean import main
 
 main()

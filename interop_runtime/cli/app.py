@@ -14,9 +14,11 @@ from interop_runtime.cli import (
     inventory,
     keys,
     migrate,
+    models,
     observe,
     params,
     pipelines,
+    scale,
     train,
 )
 from interop_runtime.cli.errors import ErrorGroup, set_debug
@@ -52,7 +54,7 @@ def _options(
 
 
 for group in (daemons, keys, info, inventory, pipelines, params, compat, train, migrate,
-              observe):
+              observe, scale, models):
     group.register(app)
 
 

@@ -1,14 +1,13 @@
 """`interop coordinator start` and `interop worker start`: the two daemons, in the foreground."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
-import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import zmq
-from rich.markup import escape
 
+from interop_runtime.cli import lean
 from interop_runtime.cli.common import (
     DEFAULT_ADDRESS,
     AuthOpt,
@@ -19,12 +18,7 @@ from interop_runtime.cli.common import (
     LogFormatOpt,
     LogLevel,
     LogLevelOpt,
-    console,
-    security_from_files,
-    setup_logging,
 )
-from interop_runtime.graph.pipeline import ConfigError, read_yaml
-from interop_runtime.wire.errors import InteropError
 
 coordinator_app = typer.Typer(help="The coordinator daemon.", no_args_is_help=True)
 worker_app = typer.Typer(help="Worker processes.", no_args_is_help=True)
@@ -60,20 +54,16 @@ def coordinator_start(
              "(in the logged URL).")] = "127.0.0.1",
 ) -> None:
     """Run the coordinator in the foreground (SIGTERM stops it cleanly)."""
-    from interop_runtime.coordinator.daemon import Coordinator
+    # the body lives in lean, which `python -m interop_runtime` runs without typer
+    _start(lean.run_coordinator, locals())
 
-    setup_logging(log_level, log_format, "coordinator")
+
+def _start(run: Callable[..., None], options: dict[str, Any]) -> None:
     try:
-        coordinator = Coordinator(bind, state_path=state, heartbeat_s=heartbeat,
-                                  dead_after_s=dead_after, max_message_bytes=max_message_bytes,
-                                  security=security_from_files(key, authorized), insecure=insecure,
-                                  metrics_port=metrics_port, metrics_addr=metrics_addr,
-                                  max_runs=max_runs, max_runs_per_client=max_runs_per_client,
-                                  dashboard_port=dashboard_port, dashboard_addr=dashboard_addr)
-    except (ValueError, OSError, zmq.ZMQError) as exc:  # a bad address, a port in use
-        console.print(f"[red]cannot start coordinator:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    coordinator.serve_forever()
+        run(**options)
+    except lean.StartFailed as exc:
+        lean.print_failure(exc)
+        raise typer.Exit(exc.code) from None
 
 
 @worker_app.command("start")
@@ -99,6 +89,12 @@ def worker_start(
     keep_memory: Annotated[bool, typer.Option(
         help="Keep freed memory mapped so that large frames reuse it (no page faults per "
              "hop); --no-keep-memory returns it to the OS.")] = True,
+    pool: Annotated[str | None, typer.Option(
+        help="Serve as a replica of this pool: graph nodes with `pool: NAME` run on any of "
+             "its replicas (under CURVE, the key must grant the pool).")] = None,
+    model_repository: Annotated[Path | None, typer.Option(
+        help="Watch this folder for models (NAME.onnx, NAME/VERSION/model.onnx): new ones "
+             "are loaded, changed ones replaced, removed ones unloaded.")] = None,
     log_level: LogLevelOpt = LogLevel.info,
     key: KeyOpt = None,
     authorized: AuthOpt = None,
@@ -107,49 +103,8 @@ def worker_start(
     log_format: LogFormatOpt = "text",
 ) -> None:
     """Start a worker: load the model, register with the coordinator, serve."""
-    from interop_runtime.transport.memory import keep_freed_memory
-    from interop_runtime.transport.security import check_bind_allowed
-
-    if keep_memory:  # first: before any library starts a thread
-        keep_freed_memory()
-    from interop_runtime.worker.host import WorkerHost
-    from interop_runtime.worker.plugin import PluginUnavailable, create_plugin
-
-    setup_logging(log_level, log_format, f"worker:{name or plugin}")
-    security = security_from_files(key, authorized, coordinator_key)
-    try:
-        check_bind_allowed(bind, security, insecure)
-    except ValueError as exc:
-        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    try:
-        cfg: dict[str, Any] = (read_yaml(config) if config else {}) or {}
-    except ConfigError as exc:  # names the file, line and column
-        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    try:
-        loaded = create_plugin(plugin, cfg, device)
-    except PluginUnavailable as exc:
-        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(3) from None
-    except Exception as exc:  # a bad config or device: say so, do not trace back
-        console.print(f"[red]cannot start worker:[/red] {type(exc).__name__}: "
-                      f"{escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    try:
-        host = WorkerHost(name or f"{plugin}-{os.getpid()}", loaded, plugin, coordinator,
-                          bind=bind, device=device, heartbeat_s=heartbeat,
-                          max_message_bytes=max_message_bytes, security=security,
-                          reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise,
-                          shm=shm, shm_pool_bytes=shm_pool_mib << 20)
-    except (ValueError, OSError, zmq.ZMQError) as exc:  # a bad address, a port in use
-        console.print(f"[red]cannot start worker:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(2) from None
-    try:
-        host.serve_forever()
-    except (InteropError, TimeoutError) as exc:  # refused or no coordinator: one line
-        console.print(f"[red]worker stopped:[/red] {escape(str(exc))}", soft_wrap=True)
-        raise typer.Exit(1) from None
+    # the body lives in lean (run_worker), which `python -m interop_runtime` runs without typer
+    _start(lean.run_worker, locals())
 
 
 def register(app: typer.Typer) -> None:
