@@ -25,7 +25,7 @@ from .report import render
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SECTIONS = ["memcpy", "zmq", "zmq-malloc", "zmq-thp", "runtime", "runtime-malloc",
                     "runtime-thp", "overhead", "ray-core", "ray-cgraph", "idle",
-                    "pipeline", "scale"]
+                    "pipeline", "scale", "serving", "pools"]
 NOISY = 0.2  # other processes' share of the CPUs above which a section's figures are skewed
 ALL_SECTIONS = [*DEFAULT_SECTIONS, "profile"]  # profile: opt-in (cProfile of the daemons)
 # glibc: keep freed memory instead of returning 64 MiB blocks to the kernel (no mmap for big
@@ -120,6 +120,11 @@ def section_plan(name: str, a: argparse.Namespace, out: Path
         return [*py, "bench.idle_bench", *o], 180, {}
     if name == "scale":  # the coordinator's state machine with 10..1000 workers and nodes
         return [*py, "bench.scale_bench", *o, "--work", "5000" if a.quick else "20000"], 300, {}
+    if name == "serving":  # dynamic batching against none, and Ray Serve's @serve.batch
+        return [*py, "bench.serving_bench", *o, *(["--quick"] if a.quick else [])], \
+            300 if a.quick else 900, {}
+    if name == "pools":  # a CPU-bound torch model on 1, 2, 4 replicas, 32 clients
+        return [*py, "bench.pools_bench", *o, *(["--quick"] if a.quick else [])], 300, {}
     if name == "pipeline":  # runs/s with 1, 4, 16, 64 runs in flight
         secs = "1" if a.quick else "3"
         return [*py, "bench.pipeline_bench", *o, "--seconds", secs], 120, {}
