@@ -105,6 +105,7 @@ def test_migrate_parity_passes(cluster: Any, tmp_path: Path, worker: str, export
         reference = c.call(worker, "forward", inputs)
     assert report.passed, report.to_json()
     assert report.exporter == exporter and report.notes == []
+    assert report.direction == ("torch" if worker.startswith("t_") else "keras") + " -> onnx"
     assert report.onnx_bytes == out.stat().st_size and report.opset
     # the report's numbers are the real differences: recompute them in this process
     direct = ort_run(out, inputs)

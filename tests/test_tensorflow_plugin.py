@@ -138,9 +138,9 @@ def test_factory_describe_and_forward() -> None:
     [fn] = plugin.describe()
     assert fn.name == "forward"
     assert [i.model_dump() for i in fn.inputs] == [
-        {"name": "x", "dtype": "float32", "shape": [None, 8], "layout": None}]
+        {"name": "x", "dtype": "float32", "shape": [None, 8], "layout": None, "range": None}]
     assert [o.model_dump() for o in fn.outputs] == [
-        {"name": "y", "dtype": "float32", "shape": [None, 4], "layout": None}]
+        {"name": "y", "dtype": "float32", "shape": [None, 4], "layout": None, "range": None}]
     model = tiny_mlp(seed=1, hidden=6)
     for batch in (1, 5, 2):  # one trace serves every batch size
         x = rng_input((batch, 8), seed=batch)
@@ -158,7 +158,7 @@ def test_keras_file_conv_model_reports_nhwc(cnn_file: Path) -> None:
     plugin = create_plugin("tensorflow", {"keras_file": str(cnn_file)}, "cpu")
     [fn] = plugin.describe()
     assert fn.inputs[0].model_dump() == {"name": "image", "dtype": "float32",
-                                         "shape": [None, 8, 8, 3], "layout": "NHWC"}
+                                         "shape": [None, 8, 8, 3], "layout": "NHWC", "range": None}
     assert fn.outputs[0].name == "logits" and fn.outputs[0].layout is None
     x = rng_input((3, 8, 8, 3))
     # BatchNorm uses its moving statistics: training=False all the way through
@@ -225,6 +225,50 @@ def test_sequential_and_subclassed_models() -> None:
         "outputs": [{"name": "y", "dtype": "float64"}]}, "cpu")
     x = np.arange(6.0).reshape(2, 3)
     np.testing.assert_array_equal(sub.call("forward", {"x": x}, {})["y"], x * 2)
+
+
+def unnamed() -> keras.Model:
+    """No names given: Keras picks them (input_layer_N, dense_N) from per-process counters."""
+    x = keras.Input((3,))
+    return keras.Model(x, keras.layers.Dense(2)(keras.layers.Dense(4)(x)))
+
+
+def test_keras_names_are_the_layers_and_stable_across_loads(artifacts: Path) -> None:
+    model = unnamed()
+    path = artifacts / "unnamed.keras"
+    model.save(path)
+    in_layer, out_layer = model.layers[0].name, model.layers[-1].name
+    assert model.inputs[0].name.startswith("keras_tensor")  # what the wire used to carry
+    seen = []
+    for _ in range(2):
+        unnamed()  # moves Keras' name counters, as other models in a process would
+        [fn] = create_plugin("tensorflow", {"keras_file": str(path)}, "cpu").describe()
+        seen.append(([s.name for s in fn.inputs], [s.name for s in fn.outputs]))
+    assert seen[0] == seen[1] == ([in_layer], [out_layer])
+
+    mapped = create_plugin("tensorflow", {"keras_file": str(path), "inputs": {"x": in_layer},
+                                          "outputs": {"logits": out_layer}}, "cpu")
+    [fn] = mapped.describe()
+    assert ([s.name for s in fn.inputs], [s.name for s in fn.outputs]) == (["x"], ["logits"])
+    assert fn.inputs[0].shape == [None, 3]  # a mapping renames, nothing else
+    x = rng_input((2, 3))
+    np.testing.assert_allclose(mapped.call("forward", {"x": x}, {})["logits"], keras_out(model, x),
+                               rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match=f"maps nope, which the model does not have.*{in_layer}"):
+        create_plugin("tensorflow", {"keras_file": str(path), "inputs": {"x": "nope"}}, "cpu")
+
+
+def test_embedding_input_declares_its_range() -> None:
+    ids = keras.Input((5,), dtype="int32", name="input_ids")
+    mask = keras.Input((5,), dtype="int32", name="attention_mask")
+    h = keras.layers.Embedding(30, 4, name="emb")(ids)
+    h = h * keras.ops.expand_dims(keras.ops.cast(mask, "float32"), -1)
+    model = keras.Model([ids, mask], keras.layers.Dense(2, name="logits")(h))
+    from interop_tensorflow.sources import keras_model
+
+    spec = keras_model(model, {"tf_function": False}, tf, keras).functions["forward"].spec
+    assert [(s.name, s.range) for s in spec.inputs] == [("input_ids", [0, 29]),
+                                                        ("attention_mask", None)]
 
 
 @pytest.mark.parametrize("config, message", [
@@ -354,7 +398,7 @@ def test_resnet50_features_shape_and_seed() -> None:
     plugin = create_plugin("tensorflow", {"factory": f"{MODELS}:resnet50_features"}, "cpu")
     [fn] = plugin.describe()
     assert fn.inputs[0].model_dump() == {"name": "image", "dtype": "float32",
-                                         "shape": [None, 224, 224, 3], "layout": "NHWC"}
+                                         "shape": [None, 224, 224, 3], "layout": "NHWC", "range": None}
     assert fn.outputs[0].shape == [None, 2048]
     x = rng_input((2, 224, 224, 3))
     [features] = plugin.call("forward", {"image": x}, {}).values()

@@ -1,6 +1,7 @@
 """`interop migrate WORKER --to onnx --out model.onnx`: export a worker's model to ONNX,
 serve it on a temporary onnxruntime worker, and print the parity report (registered by
-app.py). Exit codes: 0 parity passes, 1 parity fails, 2 the migration itself failed."""
+app.py). With `--back-to torch` the file is also loaded into a temporary torch worker and
+the report has a row per direction (torch -> onnx, onnx -> torch, torch -> torch). Exit codes: 0 parity passes, 1 parity fails, 2 the migration itself failed."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
 from enum import StrEnum
@@ -49,6 +50,9 @@ def register(app: typer.Typer) -> None:
             "--target", help="An onnxruntime worker already serving --out (default: start a "
                              "temporary one; needed on CURVE clusters).")] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed of the generated inputs.")] = 0,
+        back_to: Annotated[str | None, typer.Option(
+            "--back-to", help="Also load the ONNX file back into this framework (torch) on "
+                              "a temporary worker; the report shows each direction.")] = None,
         json_out: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
         coordinator: CoordOpt = DEFAULT_ADDRESS,
         key: KeyOpt = None,
@@ -59,14 +63,25 @@ def register(app: typer.Typer) -> None:
         """Export WORKER's model to ONNX and check the copy against the original."""
         from interop_runtime.cli.errors import CliError
         from interop_runtime.ops.migration.migrate import migrate as run_migration
-        from interop_runtime.ops.migration.parity import Tolerance
+        from interop_runtime.ops.migration.migrate import roundtrip
+        from interop_runtime.ops.migration.parity import MigrationReport, ParityReport, Tolerance
         from interop_runtime.wire.errors import InteropError
 
+        tolerance = Tolerance(rtol=rtol, atol=atol)
+        report: ParityReport | MigrationReport
         try:
             with connect(coordinator, key, coordinator_key, timeout) as c:
-                report = run_migration(c, worker, out, function=function, target_worker=target,
+                if back_to is not None:
+                    if target is not None:
+                        raise CliError("--target and --back-to do not go together: a round "
+                                       "trip starts its own workers")
+                    report = roundtrip(c, worker, out, back_to=back_to, function=function,
                                        opset=opset, batch=batch, seed=seed, timeout_s=timeout,
-                                       tolerance=Tolerance(rtol=rtol, atol=atol))
+                                       tolerance=tolerance)
+                else:
+                    report = run_migration(c, worker, out, function=function,
+                                           target_worker=target, opset=opset, batch=batch,
+                                           seed=seed, timeout_s=timeout, tolerance=tolerance)
         except (InteropError, CliError, ValueError, OSError) as exc:
             console.print(f"[red]migration failed:[/red] {escape(str(exc))}", soft_wrap=True)
             raise typer.Exit(MIGRATION_FAILED) from None

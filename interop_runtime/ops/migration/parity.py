@@ -50,6 +50,7 @@ class OutputParity(BaseModel):
 class ParityReport(BaseModel):
     source: str  # e.g. "torch-mlp.forward"
     target: str  # e.g. "torch-mlp-onnx.run"
+    direction: str | None = None  # e.g. "torch -> onnx", "onnx -> torch"
     tolerance: Tolerance
     outputs: list[OutputParity]
     passed: bool
@@ -138,3 +139,42 @@ def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndar
 
 def load_report(text: str) -> ParityReport:
     return ParityReport.model_validate(json.loads(text))
+
+
+class MigrationReport(BaseModel):
+    """A round trip, one ParityReport per direction: source -> ONNX (ONNX Runtime serving
+    the file), ONNX -> the target framework (the file loaded there, against ONNX
+    Runtime's outputs) and source -> target end to end. Passes when every one does."""
+
+    source: str
+    onnx_path: str | None = None
+    onnx_bytes: int | None = None
+    exporter: str | None = None
+    opset: int | None = None
+    inputs: dict[str, list[int]] = {}
+    directions: list[ParityReport]
+    passed: bool
+    notes: list[str] = []
+
+    def direction(self, name: str) -> ParityReport:
+        return next(d for d in self.directions if d.direction == name)
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return self.model_dump_json(indent=indent)
+
+    def table(self) -> Any:
+        """A rich Table, one row per direction and output, with its tolerance."""
+        from rich.table import Table
+
+        table = Table("direction", "output", "max abs err", "max rel err", "tolerance",
+                      "mismatched", "result", title=f"round trip of {self.source}: "
+                      f"{'PASS' if self.passed else 'FAIL'}")
+        for d in self.directions:
+            for o in d.outputs:
+                table.add_row(d.direction or f"{d.source} -> {d.target}", o.name,
+                              _num(o.max_abs_err), _num(o.max_rel_err),
+                              f"rtol={d.tolerance.rtol:g} atol={d.tolerance.atol:g}",
+                              f"{o.mismatched}/{o.total}",
+                              "[green]pass[/green]" if o.passed else
+                              f"[red]FAIL[/red]{': ' + o.problem if o.problem else ''}")
+        return table

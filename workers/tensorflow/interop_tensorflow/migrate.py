@@ -11,6 +11,12 @@ Converters, first that works: tf2onnx ``from_keras`` (Keras models), tf2onnx
 fails), Keras' ``model.export(format="onnx")``. The ONNX graph's inputs and outputs
 are renamed to the function's declared names and its leading dynamic dim to ``batch``,
 so the ONNX Runtime worker takes and returns the same names as this one.
+
+Two fixes make the file loadable beyond ONNX Runtime (onnx2torch, see
+interop_torch.onnx_rewrites): Keras RNN layers (GRU, LSTM, SimpleRNN) are exported from
+a copy with ``unroll=True`` when the sequence length is static, because tf2onnx's GRU
+rewriter matches Keras 2 graphs only and writes Keras 3's as an ONNX Loop; and the
+``Erfc`` tf2onnx leaves in for exact GELU (it is no ONNX op) becomes ``1 - Erf``.
 """
 
 from __future__ import annotations
@@ -58,6 +64,8 @@ def export_onnx(loaded: Loaded, tf: Any, args: Any) -> dict[str, np.ndarray]:
         raise RuntimeError("no ONNX converter worked: " + "; ".join(failures))
     if failures:
         info["fallback_reason"] = "; ".join(failures)
+    if _erfc_to_erf(model):
+        info["rewrites"] = ["Erfc -> 1 - Erf"]
     _rename(model, forward.spec)
     info["opset"] = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
                          None)
@@ -72,7 +80,8 @@ def _converters(loaded: Loaded, tf: Any) -> list[tuple[str, Any]]:
     keras_model = loaded.owner if isinstance(loaded.owner, keras.Model) else None
 
     def from_keras(signature: list[Any], opset: int) -> Any:
-        return tf2onnx.convert.from_keras(keras_model, input_signature=signature, opset=opset)[0]
+        model = _unrolled(keras_model, keras)
+        return tf2onnx.convert.from_keras(model, input_signature=signature, opset=opset)[0]
 
     def from_function(signature: list[Any], opset: int) -> Any:
         # the worker's own forward (training=False for Keras, the signature for SavedModels)
@@ -93,6 +102,52 @@ def _converters(loaded: Loaded, tf: Any) -> list[tuple[str, Any]]:
     return [("tf2onnx.convert.from_keras", from_keras),
             ("tf2onnx.convert.from_function", from_function),
             ("keras.Model.export(format='onnx')", keras_export)]
+
+
+def _unrolled(model: Any, keras: Any) -> Any:
+    """A copy of ``model`` with its RNN layers unrolled (the same weights), or ``model``
+    itself when it has none or a sequence length is dynamic (unrolling needs it fixed)."""
+    rnns = [layer for layer in model.layers
+            if isinstance(layer, keras.layers.RNN) and not layer.get_config().get("unroll")]
+    if not rnns or any(len(r.input.shape) < 2 or r.input.shape[1] is None for r in rnns):
+        return model
+
+    def clone(layer: Any) -> Any:
+        config = layer.get_config()
+        if layer in rnns:
+            config["unroll"] = True
+        return layer.__class__.from_config(config)
+
+    copy = keras.models.clone_model(model, clone_function=clone)
+    copy.set_weights(model.get_weights())
+    log.info("exporting %s with unrolled RNN layers", ", ".join(r.name for r in rnns))
+    return copy
+
+
+def _erfc_to_erf(model: Any) -> int:
+    """tf2onnx writes TF's Erfc (exact GELU) as an ``Erfc`` node, which no ONNX runtime
+    knows: replace each with ``1 - Erf(x)``."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = model.graph
+    found = [n for n in graph.node if n.op_type == "Erfc"]
+    if not found:
+        return 0
+    inferred = shape_inference.infer_shapes(model).graph
+    types = {v.name: v.type.tensor_type.elem_type for v in [*inferred.input, *inferred.value_info]}
+    nodes: list[Any] = []
+    for node in graph.node:
+        if node.op_type != "Erfc":
+            nodes.append(node)
+            continue
+        p = f"{node.name or 'erfc'}_{len(nodes)}"
+        dtype = helper.tensor_dtype_to_np_dtype(types.get(node.input[0]) or 1)  # 1: float
+        graph.initializer.append(numpy_helper.from_array(np.array(1.0, dtype), f"{p}_one"))
+        nodes += [helper.make_node("Erf", [node.input[0]], [f"{p}_erf"]),
+                  helper.make_node("Sub", [f"{p}_one", f"{p}_erf"], [node.output[0]])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return len(found)
 
 
 def _rename(model: Any, spec: FunctionSpec) -> None:

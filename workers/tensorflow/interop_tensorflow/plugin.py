@@ -9,6 +9,7 @@ Config (exactly one source)::
     signature: serving_default                      #     ... and this signature
     inputs:  [{name: image, layout: NHWC}]          # optional overrides, by position;
     outputs: [{name: features}]                     # fields left out keep the model's
+    # or by name, {wire name: Keras name}:  inputs: {x: input_layer}, outputs: {y: dense_1}
     tf_function: true                               # trace Keras calls once (false: eager)
     memory_limit_mb: 4096                           # GPU only: cap instead of memory growth
     export: true                                    # also offer export_onnx (migrate.py)
@@ -16,6 +17,12 @@ Config (exactly one source)::
 Functions: ``forward`` (Keras models, called with training=False; SavedModels too),
 and for a SavedModel also the signature under its own name. Parameters are the
 model's variables by path (``dense/kernel``).
+
+Tensor names: a Keras model's inputs are named after its Input layers and its outputs
+after its output layers (``model.output_names``), names saved with the model and so the
+same in every process and load; never the KerasTensor names (``keras_tensor_3``), which
+a per-process counter makes. Training functions always take ``x`` and return ``logits``
+(the training contract, interop_runtime.ops.training), whatever the forward's names.
 """
 
 from __future__ import annotations

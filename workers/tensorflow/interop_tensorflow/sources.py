@@ -3,7 +3,8 @@ it offers, each as positional tensors in and out in the order of its FunctionSpe
 
 Names on the wire are the model's own (Keras Input and output layer names, or a
 SavedModel signature's argument and output keys) unless the config renames
-them; a run function maps wire positions back to what the model expects.
+them, by position (``inputs: [{name: x}]``) or by name (``inputs: {x: input_layer}``);
+a run function maps wire positions back to what the model expects.
 """
 
 from __future__ import annotations
@@ -95,6 +96,14 @@ def _input_packer(model: Any, count: int, keras: Any) -> Callable[[Sequence[Any]
     return lambda tensors: keras.tree.pack_sequence_as(structure, list(tensors))
 
 
+def layer_name(tensor: Any) -> str:
+    """The name of the Keras layer that made a symbolic tensor (an Input layer's own name
+    for a model input). KerasTensor names (``keras_tensor_3``) come from a per-process
+    counter and change between loads; layer names are saved with the model."""
+    history = getattr(tensor, "_keras_history", None)
+    return str(getattr(getattr(history, "operation", None), "name", None) or tensor.name)
+
+
 def _keras_specs(model: Any, config: Mapping[str, Any]
                  ) -> tuple[list[TensorSpec], list[TensorSpec]]:
     try:
@@ -103,18 +112,58 @@ def _keras_specs(model: Any, config: Mapping[str, Any]
         if not (config.get("inputs") and config.get("outputs")):
             raise ValueError(f"Keras model {model.name!r} has no symbolic inputs (subclassed or "
                              "not built); give `inputs` and `outputs` in the config") from None
+        if isinstance(config["inputs"], Mapping) or isinstance(config["outputs"], Mapping):
+            raise ValueError(f"Keras model {model.name!r} has no names to map (subclassed or "
+                             "not built): give `inputs` and `outputs` as lists of specs") from None
         return ([TensorSpec.model_validate(s) for s in config["inputs"]],
                 [TensorSpec.model_validate(s) for s in config["outputs"]])
     layout = image_layout(model.layers)
-    out_names = getattr(model, "output_names", None) or (
-        [model.layers[-1].name] if len(outputs) == 1 and model.layers
-        else [f"output_{i}" for i in range(len(outputs))])
-    ins = [tensor_spec(t.name, t.dtype, t.shape, layout=layout, what=f"input {t.name!r}")
-           for t in inputs]
+    # names: the Input layers' and the output layers' own (model.output_names where Keras
+    # keeps them), so that a saved model keeps its wire names in every process
+    out_names = getattr(model, "output_names", None) or [layer_name(t) for t in outputs]
+    rows = _embedding_rows(model)
+    ins = [tensor_spec(n, t.dtype, t.shape, layout=layout, what=f"input {n!r}")
+           for n, t in zip(unique_names(layer_name(t) for t in inputs), inputs)]
+    ins = [s.model_copy(update={"range": [0, rows[layer_name(t)] - 1]})
+           if layer_name(t) in rows else s for s, t in zip(ins, inputs)]
     outs = [tensor_spec(n, t.dtype, t.shape, layout=layout, what=f"output {n!r}")
             for n, t in zip(unique_names(out_names), outputs)]
-    return (apply_overrides(ins, config.get("inputs"), what="inputs"),
-            apply_overrides(outs, config.get("outputs"), what="outputs"))
+    return (_overridden(ins, config.get("inputs"), what="inputs"),
+            _overridden(outs, config.get("outputs"), what="outputs"))
+
+
+def _embedding_rows(model: Any) -> dict[str, int]:
+    """Input layer name -> the rows of the Embedding layers it feeds directly (the
+    smallest, if several): token ids must stay below it (TensorSpec.range)."""
+    keras = import_keras()
+    rows: dict[str, int] = {}
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        try:
+            source = layer_name(layer.input)
+        except (AttributeError, ValueError):  # shared between calls: no single input
+            continue
+        rows[source] = min(rows.get(source, layer.input_dim), int(layer.input_dim))
+    return rows
+
+
+def _overridden(derived: list[TensorSpec], overrides: Any, *, what: str) -> list[TensorSpec]:
+    """Config ``inputs``/``outputs``: a list of overrides by position (specs.apply_overrides),
+    or a mapping ``{wire name: Keras name}`` that renames only the tensors it names."""
+    if not isinstance(overrides, Mapping):
+        return apply_overrides(derived, overrides, what=what)
+    known = {s.name for s in derived}
+    unknown = sorted(str(v) for v in overrides.values() if v not in known)
+    if unknown:
+        raise ValueError(f"config {what} maps {', '.join(unknown)}, which the model does not "
+                         f"have (it has: {', '.join(sorted(known))})")
+    wire = {str(v): str(k) for k, v in overrides.items()}
+    renamed = [TensorSpec.model_validate({**s.model_dump(), "name": wire.get(s.name, s.name)})
+               for s in derived]
+    if len({s.name for s in renamed}) != len(renamed):
+        raise ValueError(f"config {what} gives two tensors the same name")
+    return renamed
 
 
 # --- SavedModel ---------------------------------------------------------------------------
@@ -135,8 +184,8 @@ def saved_model(path: Path, signature: str, config: Mapping[str, Any], tf: Any) 
            for n in in_names]
     outs = [tensor_spec(n, out_specs[n].dtype, out_specs[n].shape, layout=None,
                         what=f"output {n!r}") for n in out_names]
-    ins = apply_overrides(ins, config.get("inputs"), what="inputs")
-    outs = apply_overrides(outs, config.get("outputs"), what="outputs")
+    ins = _overridden(ins, config.get("inputs"), what="inputs")
+    outs = _overridden(outs, config.get("outputs"), what="outputs")
 
     def run(*tensors: Any) -> tuple[Any, ...]:
         result = fn(**dict(zip(in_names, tensors)))

@@ -10,11 +10,10 @@ for an MLP. When torchvision is absent we import onnx2torch with a stand-in
 ``torchvision`` in ``sys.modules`` for the duration of that import only; a model that
 uses NonMaxSuppression or RoiAlign then fails at call time, naming torchvision.
 
-Two preparations make torch.onnx (dynamo) exports convertible: onnx2torch 1.5.15 has
-converters up to opset 18 (Reshape-19 and later are missing), so newer models are
-converted down with onnx.version_converter; and it rejects ``Reshape(allowzero=1)``,
-which the dynamo exporter always writes: dropped where the target shape is a constant
-without zeros, where allowzero changes nothing.
+What exporters write is rewritten before conversion (onnx_rewrites.py): Gelu expanded,
+opsets above 17 converted down to 17 with onnx.version_converter (ReduceMean-18's axes
+input becomes -13's attribute), no-op ``Reshape(allowzero=1)`` dropped, and a GRU
+converter added to onnx2torch's registry.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ import torch
 
 from interop_runtime import FunctionSpec, TensorSpec
 
-MAX_OPSET = 18
+from . import onnx_rewrites
+
+MAX_OPSET = onnx_rewrites.TARGET_OPSET  # newer models are converted down to it
 INSTALL_HINT = "pip install --no-deps onnx2torch   (never with dependencies: see onnx_import.py)"
 
 # onnx TensorProto element types -> wire dtype names
@@ -50,6 +51,7 @@ def import_onnx2torch() -> Any:
     if "onnx2torch" in sys.modules or importlib.util.find_spec("torchvision") is not None:
         import onnx2torch
 
+        onnx_rewrites.register_gru(onnx2torch)
         return onnx2torch
     vision = types.ModuleType("torchvision")
     ops = types.ModuleType("torchvision.ops")
@@ -62,29 +64,13 @@ def import_onnx2torch() -> Any:
     finally:  # nobody else in this process may mistake the stand-in for torchvision
         for name in stand_ins:
             sys.modules.pop(name, None)
+    onnx_rewrites.register_gru(onnx2torch)
     return onnx2torch
 
 
 def prepare(model: Any) -> Any:
-    """The model at opset <= MAX_OPSET with no-op ``allowzero`` attributes dropped."""
-    from onnx import numpy_helper, version_converter
-
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset > MAX_OPSET:
-        model = version_converter.convert_version(model, MAX_OPSET)
-    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    constants[node.output[0]] = numpy_helper.to_array(attr.t)
-    for node in model.graph.node:
-        shape = constants.get(node.input[1]) if node.op_type == "Reshape" else None
-        if shape is not None and 0 not in shape.tolist():
-            kept = [a for a in node.attribute if a.name != "allowzero"]
-            del node.attribute[:]
-            node.attribute.extend(kept)
-    return model
+    """The model as onnx2torch can load it (see onnx_rewrites.prepare)."""
+    return onnx_rewrites.prepare(model)
 
 
 def load(path: Path) -> tuple[torch.nn.Module, FunctionSpec]:
@@ -99,13 +85,34 @@ def load(path: Path) -> tuple[torch.nn.Module, FunctionSpec]:
 
 def _spec(model: Any) -> FunctionSpec:
     initializers = {i.name for i in model.graph.initializer}
+    rows = _gather_rows(model)
 
     def tensor(value: Any) -> TensorSpec:
         t = value.type.tensor_type
         shape = ([d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
                  if t.HasField("shape") else None)
-        return TensorSpec(name=value.name, dtype=_ONNX_TO_WIRE.get(t.elem_type), shape=shape)
+        return TensorSpec(name=value.name, dtype=_ONNX_TO_WIRE.get(t.elem_type), shape=shape,
+                          range=[0, rows[value.name] - 1] if value.name in rows else None)
 
     return FunctionSpec(name="forward", doc="an ONNX model converted by onnx2torch",
                         inputs=[tensor(v) for v in model.graph.input if v.name not in initializers],
                         outputs=[tensor(v) for v in model.graph.output])
+
+
+def _gather_rows(model: Any) -> dict[str, int]:
+    """Graph input -> rows of the constant table it indexes (an embedding: Gather of an
+    initializer along axis 0), so that generated token ids stay in range."""
+    tables = {i.name: list(i.dims) for i in model.graph.initializer}
+    source = {v.name: v.name for v in model.graph.input}  # value -> the input it is
+    rows: dict[str, int] = {}
+    for node in model.graph.node:  # topologically sorted
+        if node.op_type == "Cast" and node.input[0] in source:  # tf2onnx casts ids first
+            source[node.output[0]] = source[node.input[0]]
+        if node.op_type != "Gather" or len(node.input) < 2 or node.input[1] not in source:
+            continue
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        dims = tables.get(node.input[0])
+        name = source[node.input[1]]
+        if dims and axis == 0 and dims[0] > 0:
+            rows[name] = min(rows.get(name, dims[0]), dims[0])
+    return rows
