@@ -53,11 +53,13 @@ def workers(coordinator: CoordOpt = DEFAULT_ADDRESS, json_out: JsonOpt = False,
     if json_out:
         print(json.dumps({"workers": rows}))
         return
-    table = Table("worker", "pool", "plugin", "device", "state", "endpoint", "functions")
+    pools = any(w.get("pool") for w in rows)  # the column only where replicas exist
+    table = Table("worker", *(["pool"] if pools else []), "plugin", "device", "state",
+                  "endpoint", "functions")
     for w in rows:
-        table.add_row(escape(w["name"]), escape(w.get("pool") or "-"), escape(w["plugin"]),
-                      escape(w["device"]), _liveness(w), escape(w["endpoint"]),
-                      escape(", ".join(f["name"] for f in w["functions"])))
+        table.add_row(escape(w["name"]), *([escape(w.get("pool") or "-")] if pools else []),
+                      escape(w["plugin"]), escape(w["device"]), _liveness(w),
+                      escape(w["endpoint"]), escape(", ".join(f["name"] for f in w["functions"])))
     console.print(table)
     dead = sum(not w["alive"] for w in rows)
     if dead:

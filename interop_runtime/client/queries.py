@@ -121,12 +121,14 @@ class Queries:
     def call(self, worker: str, function: str, inputs: Mapping[str, Any] | None = None,
              *, timeout_s: float | None = None, **args: Any) -> dict[str, np.ndarray]:
         """Invoke one function on one worker (CONTROL invoke) and return its outputs."""
-        msg = ControlMsg(**self._hdr(), dst=worker, action="invoke", function=function, args=args)
+        msg = ControlMsg(**self._hdr(), dst=worker, action="invoke", function=function, args=args,
+                         timeout_s=timeout_s or self.timeout_s)
         return dict(self.request(msg, inputs or {}, timeout_s).arrays)
 
     def control(self, worker: str, action: str, **kwargs: Any) -> dict[str, Any]:
+        kwargs.setdefault("timeout_s", self.timeout_s)  # the coordinator waits as long as we do
         msg = ControlMsg(**self._hdr(), dst=worker, action=action, **kwargs)
-        return self.request(msg).msg.body
+        return self.request(msg, timeout_s=kwargs["timeout_s"]).msg.body
 
     def drain(self, worker: str) -> dict[str, Any]:
         """Stop placing runs on replica ``worker``; the coordinator shuts it down once its
@@ -138,15 +140,15 @@ class Queries:
         return self.control(worker, "model")["graph"]
 
     def list_params(self, worker: str) -> dict[str, Any]:
-        return self.request(ParamMsg(**self._hdr(), dst=worker, op="list")).msg.body
+        return self.request(ParamMsg(**self._hdr(), timeout_s=self.timeout_s, dst=worker, op="list")).msg.body
 
     def get_params(self, worker: str, names: Sequence[str] | None = None) -> Params:
-        env = self.request(ParamMsg(**self._hdr(), dst=worker, op="get",
+        env = self.request(ParamMsg(**self._hdr(), timeout_s=self.timeout_s, dst=worker, op="get",
                                     names=list(names) if names is not None else None))
         return Params(env.arrays, env.msg.body.get("version", 0))
 
     def set_params(self, worker: str, params: Mapping[str, Any], *,
                    expected_version: int | None = None) -> int:
         """Write parameters; returns the worker's new parameter version."""
-        msg = ParamMsg(**self._hdr(), dst=worker, op="set", version=expected_version)
+        msg = ParamMsg(**self._hdr(), timeout_s=self.timeout_s, dst=worker, op="set", version=expected_version)
         return self.request(msg, params).msg.body["version"]

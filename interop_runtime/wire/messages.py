@@ -150,6 +150,9 @@ class ControlMsg(Header):
     graph: Ref | None = None
     run: Ref | None = None
     args: dict[str, Any] = {}
+    # how long the sender waits for the answer: the coordinator keeps a forwarded request
+    # open that long (default: its own request timeout, 30 s)
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
 
 
 ParamOp = Literal["list", "get", "set"]
@@ -162,6 +165,7 @@ class ParamMsg(Header):
     op: ParamOp
     names: list[str] | None = None  # None = all (for get)
     version: int | None = None  # on set: expected current version (optimistic), optional
+    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
 
 
 # --- replies ------------------------------------------------------------------------

@@ -176,8 +176,9 @@ class Requests(StateTables):
             raise WorkerLostError(f"worker {w.name!r} is not alive", worker=w.name)
         self._check_requests(peer)
         fwd = msg.model_copy(update={"id": new_id()})
+        wait = msg.timeout_s or self.request_timeout_s  # the client's own patience
         self.ops[fwd.id] = PendingOp(client=peer, client_msg=msg.id, waiting={fwd.id},
-                                     deadline=now + self.request_timeout_s, forwarded_to=w.name,
+                                     deadline=now + wait, forwarded_to=w.name,
                                      responders={fwd.id: w.identity})
         return [Send(w.identity, fwd, arrays)]
 
