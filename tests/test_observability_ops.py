@@ -19,7 +19,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from interop_runtime import ClusterSpec, Graph, LocalCluster
+from interop_runtime import PROTOCOL_VERSION, ClusterSpec, Graph, LocalCluster
 from interop_runtime.client.cluster import free_tcp_address
 from interop_runtime.client.testing import numpy_worker
 from interop_runtime.wire.codec import decode
@@ -162,7 +162,7 @@ def test_logs_prints_a_workers_log(cluster: LocalCluster) -> None:
 
 
 def test_a_hostile_stats_map_is_refused_whole() -> None:
-    header = {"kind": "heartbeat", "v": 3, "id": "h1", "name": "w1", "session": "s",
+    header = {"kind": "heartbeat", "v": PROTOCOL_VERSION, "id": "h1", "name": "w1", "session": "s",
               "stats": {"functions": {f"f{i}": {"calls": 1} for i in range(10_000)}}}
     with pytest.raises(InteropError):
         decode([msgpack.packb(header)])

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from interop_runtime.wire.dtypes import DTYPE_NAMES
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 MAX_NDIM = 32  # dimensions of one tensor
 MAX_DIM = (1 << 63) - 1  # a dimension, and a tensor's element count, stay below 2**63
