@@ -61,6 +61,7 @@ class ErrorCode(StrEnum):
     COORDINATOR_RESTARTED = "coordinator_restarted"
     UNSUPPORTED = "unsupported"
     INCOMPATIBLE = "incompatible"
+    BAD_ARGUMENT = "bad_argument"
     UNAUTHORIZED = "unauthorized"
     BUSY = "busy"
     INTERNAL = "internal"
@@ -206,6 +207,14 @@ class CoordinatorRestartedError(RunError):
 
 class UnsupportedError(InteropError):
     code = ErrorCode.UNSUPPORTED
+
+
+class BadArgumentError(InteropError, ValueError):
+    """A model operation was called with an argument it cannot take (a training order out
+    of range, a checkpoint that is not one, a fusion input that is not declared); raised
+    by the client library. A ValueError too, so ``except ValueError`` still catches it."""
+
+    code = ErrorCode.BAD_ARGUMENT
 
 
 class ModelMismatchError(UnsupportedError):

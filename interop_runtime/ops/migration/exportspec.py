@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from interop_runtime.wire.errors import BadArgumentError
 from interop_runtime.wire.messages import FunctionSpec, TensorSpec
 
 FUNCTION = "export_onnx"
@@ -23,7 +24,7 @@ def parse_args(args: Mapping[str, Any]) -> tuple[int | None, int | None]:
     """(opset, batch) from a node's args; anything else is a mistake worth saying."""
     unknown = sorted(set(args) - {"opset", "batch"})
     if unknown:
-        raise ValueError(f"{FUNCTION} takes opset and batch, not {', '.join(unknown)}")
+        raise BadArgumentError(f"{FUNCTION} takes opset and batch, not {', '.join(unknown)}")
     opset = None if args.get("opset") is None else int(args["opset"])
     batch = None if not args.get("batch") else int(args["batch"])
     return opset, batch

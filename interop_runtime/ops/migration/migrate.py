@@ -42,7 +42,7 @@ from interop_runtime.ops.migration.parity import (
     compare,
 )
 from interop_runtime.wire.dtypes import to_numpy_dtype
-from interop_runtime.wire.errors import InteropError
+from interop_runtime.wire.errors import BadArgumentError, UnknownFunctionError, UnsupportedError
 from interop_runtime.wire.messages import FunctionSpec, TensorSpec
 
 EXPORT_FUNCTION = exportspec.FUNCTION
@@ -62,7 +62,7 @@ def export_onnx(client: Client, worker: str, *, opset: int | None = None, batch:
     """The worker's model as ONNX bytes, with what the exporter said about it."""
     functions = client.functions(worker)
     if EXPORT_FUNCTION not in functions:
-        raise InteropError(f"worker {worker!r} does not offer {EXPORT_FUNCTION}; start it with "
+        raise UnknownFunctionError(f"worker {worker!r} does not offer {EXPORT_FUNCTION}; start it with "
                            "`export: true` in its config (torch and tensorflow plugins)",
                            worker=worker)
     args: dict[str, Any] = {"batch": batch}
@@ -89,7 +89,7 @@ def value_range(s: TensorSpec) -> tuple[float, float] | None:
     if s.range is not None:
         lo, hi = s.range
         if lo > hi:
-            raise ValueError(f"input {s.name!r} declares range [{lo}, {hi}]: lo > hi")
+            raise BadArgumentError(f"input {s.name!r} declares range [{lo}, {hi}]: lo > hi")
         return lo, hi
     if s.dtype is not None and to_numpy_dtype(s.dtype).kind in "iub" and "mask" in s.name.lower():
         return 0, 1  # attention/padding masks: anything else means something else
@@ -98,7 +98,7 @@ def value_range(s: TensorSpec) -> tuple[float, float] | None:
 
 def _example(s: TensorSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
     if s.shape is None or s.dtype is None:
-        raise ValueError(f"input {s.name!r} declares no shape or dtype; pass inputs explicitly")
+        raise BadArgumentError(f"input {s.name!r} declares no shape or dtype; pass inputs explicitly")
     shape = tuple(batch if d is None else d for d in s.shape)
     dtype = to_numpy_dtype(s.dtype)
     bounds = value_range(s)
@@ -113,9 +113,9 @@ def _example(s: TensorSpec, batch: int, rng: np.random.Generator) -> np.ndarray:
         lo, hi = bounds if bounds is not None else (0, 9)  # small: fits every int type
         lo, hi = max(int(np.ceil(lo)), info.min), min(int(np.floor(hi)), info.max)
         if lo > hi:
-            raise ValueError(f"input {s.name!r}: no {s.dtype} value in range {s.range}")
+            raise BadArgumentError(f"input {s.name!r}: no {s.dtype} value in range {s.range}")
         return rng.integers(lo, hi, shape, endpoint=True).astype(dtype)
-    raise ValueError(f"input {s.name!r}: no example generator for dtype {s.dtype}")
+    raise BadArgumentError(f"input {s.name!r}: no example generator for dtype {s.dtype}")
 
 
 def write_onnx(path: str | Path, data: bytes) -> Path:
@@ -174,18 +174,11 @@ def migrate(client: Client, source_worker: str, out_path: str | Path,
     dims = ``batch``). With ``target_worker`` the caller's onnxruntime worker (already
     serving ``out_path``) is used; else a temporary one is started and stopped here."""
     if target_worker is None and client.security is not None:
-        raise InteropError("a temporary onnxruntime worker cannot join a CURVE cluster (its key "
+        raise UnsupportedError("a temporary onnxruntime worker cannot join a CURVE cluster (its key "
                            "is not on the allow-list): start one with its own key, serving "
                            f"{out_path}, and pass target_worker= (--target)")
-    specs = client.functions(source_worker)
-    if function not in specs:
-        raise InteropError(f"worker {source_worker!r} has no function {function!r}",
-                           worker=source_worker)
-    if inputs is None:
-        inputs = example_inputs(specs[function], batch, seed)
-    exported = export_onnx(client, source_worker, opset=opset, batch=batch, timeout_s=timeout_s)
-    path = write_onnx(out_path, exported.data)
-    reference = client.call(source_worker, function, inputs, timeout_s=timeout_s)
+    exported, path, inputs, reference = _export_with_reference(
+        client, source_worker, function, out_path, inputs, opset, batch, seed, timeout_s)
     if target_worker is not None:
         candidate = client.call(target_worker, ONNX_FUNCTION, inputs, timeout_s=timeout_s)
         target = target_worker
@@ -203,6 +196,24 @@ def migrate(client: Client, source_worker: str, out_path: str | Path,
                    inputs={k: list(np.shape(v)) for k, v in inputs.items()}, notes=notes)
 
 
+def _export_with_reference(client: Client, source_worker: str, function: str,
+                           out_path: str | Path, inputs: Mapping[str, Any] | None,
+                           opset: int | None, batch: int, seed: int, timeout_s: float
+                           ) -> tuple[Exported, Path, Mapping[str, Any], dict[str, np.ndarray]]:
+    """The source model exported to ``out_path``, the inputs, and the source's own outputs
+    on them: what every parity row compares against."""
+    specs = client.functions(source_worker)
+    if function not in specs:
+        raise UnknownFunctionError(f"worker {source_worker!r} has no function {function!r}",
+                                   worker=source_worker, field="function")
+    if inputs is None:
+        inputs = example_inputs(specs[function], batch, seed)
+    exported = export_onnx(client, source_worker, opset=opset, batch=batch, timeout_s=timeout_s)
+    path = write_onnx(out_path, exported.data)
+    reference = client.call(source_worker, function, inputs, timeout_s=timeout_s)
+    return exported, path, inputs, reference
+
+
 def framework_of(exported: Exported) -> str:
     """What the report calls the source: keras for Keras models, else the plugin's framework."""
     framework = str(exported.info.get("framework") or "source")
@@ -218,20 +229,13 @@ def roundtrip(client: Client, source_worker: str, out_path: str | Path,
     whose config takes ``onnx: <file>``: torch), each on a temporary worker; the report has
     a row per direction: source -> onnx, onnx -> ``back_to``, source -> ``back_to``."""
     if client.security is not None:
-        raise InteropError("a round trip starts temporary workers, which cannot join a CURVE "
+        raise UnsupportedError("a round trip starts temporary workers, which cannot join a CURVE "
                            "cluster; use migrate() with target_worker= there")
     if back_to not in ROUNDTRIP_TARGETS:
-        raise InteropError(f"cannot load ONNX back into {back_to!r} (can: "
+        raise UnsupportedError(f"cannot load ONNX back into {back_to!r} (can: "
                            f"{', '.join(ROUNDTRIP_TARGETS)})")
-    specs = client.functions(source_worker)
-    if function not in specs:
-        raise InteropError(f"worker {source_worker!r} has no function {function!r}",
-                           worker=source_worker)
-    if inputs is None:
-        inputs = example_inputs(specs[function], batch, seed)
-    exported = export_onnx(client, source_worker, opset=opset, batch=batch, timeout_s=timeout_s)
-    path = write_onnx(out_path, exported.data)
-    reference = client.call(source_worker, function, inputs, timeout_s=timeout_s)
+    exported, path, inputs, reference = _export_with_reference(
+        client, source_worker, function, out_path, inputs, opset, batch, seed, timeout_s)
     src, stem = framework_of(exported), f"{source_worker}-{os.getpid()}"
     ort_name, back_name = f"{stem}-onnx", f"{stem}-{back_to}"
     with temporary_workers(client.address, {

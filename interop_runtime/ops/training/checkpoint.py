@@ -35,7 +35,12 @@ from interop_runtime.ops.training.spec import (
     read_meta,
     state_tensors,
 )
-from interop_runtime.wire.errors import InteropError, ShapeMismatchError, UnknownTargetError
+from interop_runtime.wire.errors import (
+    BadArgumentError,
+    InteropError,
+    ShapeMismatchError,
+    UnknownTargetError,
+)
 
 FORMAT = "interop.training-checkpoint/1"
 MAX_JSON_BYTES = 16 << 20  # epochs of history and a few scalars; anything bigger is not ours
@@ -95,16 +100,16 @@ def read(path: str | Path) -> dict[str, Any]:
             raise FileNotFoundError(2, "no checkpoint file (resume needs the files an earlier "
                                        "run with the same checkpoint path wrote)", str(p))
     if f.scalars.stat().st_size > MAX_JSON_BYTES:
-        raise ValueError(f"{f.scalars}: over {MAX_JSON_BYTES} bytes, not a training checkpoint")
+        raise BadArgumentError(f"{f.scalars}: over {MAX_JSON_BYTES} bytes, not a training checkpoint")
     try:
         record = json.loads(f.scalars.read_text())
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"{f.scalars}: not JSON: {exc}") from None
+        raise BadArgumentError(f"{f.scalars}: not JSON: {exc}") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise ValueError(f"{f.scalars}: key format is not {FORMAT!r}")
+        raise BadArgumentError(f"{f.scalars}: key format is not {FORMAT!r}")
     for key, kind in (("epoch", int), ("order", dict), ("optimizer", dict)):
         if not isinstance(record.get(key), kind):
-            raise ValueError(f"{f.scalars}: key {key} is missing or not a {kind.__name__}")
+            raise BadArgumentError(f"{f.scalars}: key {key} is missing or not a {kind.__name__}")
     return record
 
 
@@ -112,7 +117,7 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
     try:
         return load_params(path)[0]
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable safetensors file: {exc}") from None
+        raise BadArgumentError(f"{path}: not a readable safetensors file: {exc}") from None
 
 
 def _check_params(client: Client, worker: str, params: dict[str, np.ndarray], where: Path

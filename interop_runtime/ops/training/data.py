@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from interop_runtime.wire.errors import BadArgumentError
+
 
 @dataclass(frozen=True)
 class Split:
@@ -33,7 +35,7 @@ class Split:
 def stratified_split(x: np.ndarray, y: np.ndarray, val_fraction: float, seed: int = 0) -> Split:
     """Hold out ``val_fraction`` of every class (at least one sample when it has two)."""
     if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+        raise BadArgumentError(f"val_fraction must be in (0, 1), got {val_fraction}")
     rng = np.random.default_rng(seed)
     val: list[np.ndarray] = []
     for c in np.unique(y):
@@ -65,7 +67,7 @@ def from_npz(path: str | Path, val_fraction: float = 0.25, seed: int = 0) -> Spl
     with np.load(path, allow_pickle=False) as f:
         missing = [k for k in ("x", "y") if k not in f.files]
         if missing:
-            raise ValueError(f"{path} has no array(s) {', '.join(missing)} (it has: "
+            raise BadArgumentError(f"{path} has no array(s) {', '.join(missing)} (it has: "
                              f"{', '.join(f.files) or 'none'})")
         if "x_val" in f.files and "y_val" in f.files:
             return Split(_features(f["x"]), _labels(f["y"]),
@@ -89,5 +91,5 @@ def _features(x: np.ndarray) -> np.ndarray:
 def _labels(y: np.ndarray) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or not (np.issubdtype(y.dtype, np.integer) or np.all(y == np.round(y))):
-        raise ValueError(f"labels must be a 1-d array of class ids, got {y.dtype} {y.shape}")
+        raise BadArgumentError(f"labels must be a 1-d array of class ids, got {y.dtype} {y.shape}")
     return np.ascontiguousarray(y, dtype=np.int64)

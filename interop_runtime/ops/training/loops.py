@@ -36,6 +36,7 @@ from interop_runtime.ops.training import checkpoint as ckpt
 from interop_runtime.ops.training.order import Batches, Order, Plan, features, labels, make_plan
 from interop_runtime.ops.training.record import Callback, EpochRecord, Metrics
 from interop_runtime.ops.training.spec import DISTILL_STEP, EVALUATE, LOGITS, TRAIN_STEP
+from interop_runtime.wire.errors import BadArgumentError
 
 __all__ = ["EpochRecord", "Metrics", "batches", "checkpoint", "distill", "distill_graph",
            "evaluate", "fine_tune", "restore"]
@@ -46,7 +47,7 @@ Step = Callable[[np.ndarray, np.ndarray], Mapping[str, np.ndarray]]
 def batches(n: int, batch_size: int, rng: np.random.Generator | None) -> Iterator[np.ndarray]:
     """Index arrays covering 0..n-1 once, shuffled when ``rng`` is given."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadArgumentError(f"batch_size must be >= 1, got {batch_size}")
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for start in range(0, n, batch_size):
         yield order[start:start + batch_size]
@@ -102,7 +103,7 @@ class _Loop:
 
 def _path(checkpoint: str | Path | None, checkpoint_path: str | Path | None) -> Path | None:
     if checkpoint is not None and checkpoint_path is not None:
-        raise ValueError("give checkpoint or checkpoint_path (its old name), not both")
+        raise BadArgumentError("give checkpoint or checkpoint_path (its old name), not both")
     chosen = checkpoint if checkpoint is not None else checkpoint_path
     return None if chosen is None else Path(chosen)
 
@@ -191,16 +192,16 @@ def _x_shape(client: Client, worker: str, function: str) -> list[int | None] | N
 def _resume(client: Client, worker: str, loop: _Loop, plan: Plan) -> tuple[int, list[Metrics]]:
     """Load the checkpoint into the worker; (the first epoch to run, the history so far)."""
     if loop.checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=PATH (where an earlier run saved)")
+        raise BadArgumentError("resume=True needs checkpoint=PATH (where an earlier run saved)")
     where = ckpt.files(loop.checkpoint).scalars
     record = ckpt.read(loop.checkpoint)
     if record.get("batch_size") != loop.batch_size:
-        raise ValueError(f"{where}: key batch_size is {record.get('batch_size')}, this run's "
+        raise BadArgumentError(f"{where}: key batch_size is {record.get('batch_size')}, this run's "
                          f"is {loop.batch_size}: resume with the same batch size")
     try:
         plan.restore(record["order"])
     except ValueError as exc:
-        raise ValueError(f"{where}: key order: {exc}") from None
+        raise BadArgumentError(f"{where}: key order: {exc}") from None
     start = int(record["epoch"]) + 1
     plan.check(start, loop.epochs)  # before the load: a refused run leaves the worker as it was
     ckpt.load(client, worker, loop.checkpoint)
@@ -211,7 +212,7 @@ def _epochs(client: Client, worker: str, function: str, step: Step, x: Any, y: A
             loop: _Loop) -> list[Metrics]:
     """The epoch loop shared by fine_tune and distill: plan, step, aggregate, validate, save."""
     if (loop.x_val is None) != (loop.y_val is None):
-        raise ValueError("give both x_val and y_val, or neither")
+        raise BadArgumentError("give both x_val and y_val, or neither")
     x_shape = _x_shape(client, worker, function) if loop.batches is not None else None
     plan, samples = make_plan(x, y, batch_size=loop.batch_size, seed=loop.seed,
                               order=loop.order, sampler=loop.sampler, batches=loop.batches,

@@ -23,7 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from interop_runtime.wire.errors import DTypeMismatchError, ShapeMismatchError, UnknownTargetError
+from interop_runtime.wire.errors import (
+    BadArgumentError,
+    DTypeMismatchError,
+    ShapeMismatchError,
+    UnknownTargetError,
+)
 
 Batch = tuple[np.ndarray, np.ndarray]
 Order = np.ndarray | Sequence[Any] | Callable[[int], Any]
@@ -97,7 +102,7 @@ class Plan:
 
     def restore(self, state: dict[str, Any]) -> None:
         if state.get("kind") != self.kind:
-            raise ValueError(f"the checkpoint's order is {state.get('kind')!r}, this run's is "
+            raise BadArgumentError(f"the checkpoint's order is {state.get('kind')!r}, this run's is "
                              f"{self.kind!r}: resume with the same kind of order")
 
 
@@ -107,9 +112,9 @@ class IndexPlan(Plan):
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, *, seed: int,
                  order: Order | None = None, sampler: Iterable[Any] | None = None) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise BadArgumentError(f"batch_size must be >= 1, got {batch_size}")
         if order is not None and sampler is not None:
-            raise ValueError("give order or sampler, not both")
+            raise BadArgumentError("give order or sampler, not both")
         self.x, self.y, self.batch_size, self.seed = x, y, batch_size, seed
         self.order, self.sampler = order, sampler
         self.kind = ("shuffle" if order is None and sampler is None else
@@ -172,15 +177,15 @@ class IndexPlan(Plan):
         if self.kind != "shuffle":
             return  # explicit and callable orders depend on the epoch only
         if state.get("seed") != self.seed:
-            raise ValueError(f"the checkpoint was trained with seed {state.get('seed')}, not "
+            raise BadArgumentError(f"the checkpoint was trained with seed {state.get('seed')}, not "
                              f"{self.seed}: resume with the same seed")
         rng = state.get("rng")
         if not isinstance(rng, dict) or rng.get("bit_generator") != "PCG64":
-            raise ValueError("the checkpoint's order.rng is not a PCG64 state")
+            raise BadArgumentError("the checkpoint's order.rng is not a PCG64 state")
         try:
             self.rng.bit_generator.state = rng
         except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"the checkpoint's order.rng cannot be restored: {exc}") from None
+            raise BadArgumentError(f"the checkpoint's order.rng cannot be restored: {exc}") from None
 
 
 class BatchPlan(Plan):
@@ -197,7 +202,7 @@ class BatchPlan(Plan):
         it = iter(source)  # once: a loader starts its workers on each iter()
         one_shot = it is source  # a generator: it can serve one epoch only
         if one_shot and self._served:
-            raise ValueError(f"batches is a one-shot iterator and served epoch {self._served}; "
+            raise BadArgumentError(f"batches is a one-shot iterator and served epoch {self._served}; "
                              f"for epoch {epoch} pass a list, a re-iterable loader or a "
                              "callable(epoch) returning the batches")
         self._served = epoch
@@ -218,7 +223,7 @@ class BatchPlan(Plan):
             got += 1
             yield x, labels(item[1], len(x), f"{where}.y")
         if not got:
-            raise ValueError(f"batches gave no batches for epoch {epoch}")
+            raise BadArgumentError(f"batches gave no batches for epoch {epoch}")
 
 
 def make_plan(x: Any, y: Any, *, batch_size: int, seed: int, order: Order | None,
@@ -227,10 +232,10 @@ def make_plan(x: Any, y: Any, *, batch_size: int, seed: int, order: Order | None
     """The plan for one call, and the number of samples when known (None for batches)."""
     if batches is not None:
         if order is not None or sampler is not None or x is not None or y is not None:
-            raise ValueError("batches replaces x, y, order and sampler: give it alone")
+            raise BadArgumentError("batches replaces x, y, order and sampler: give it alone")
         return BatchPlan(batches, x_shape), None
     if x is None or y is None:
-        raise ValueError("give x and y (or batches)")
+        raise BadArgumentError("give x and y (or batches)")
     xs = features(x)
     return IndexPlan(xs, labels(y, len(xs)), batch_size, seed=seed, order=order,
                      sampler=sampler), len(xs)
