@@ -281,3 +281,29 @@ def test_a_function_without_a_dynamic_batch_dim_is_refused_at_start(ops: Path) -
     assert proc.returncode == 2, out
     assert out == ("cannot start worker: batching.fixed: input 'x' has shape (4), without a "
                    "dynamic size at dim 0")
+
+
+def test_the_coordinator_refuses_a_registration_whose_batched_function_cannot_batch(
+        cluster: LocalCluster) -> None:
+    """Checked again where a worker registers: a peer that announces batching on a fixed
+    batch dimension is refused (typed), and the coordinator serves on."""
+    from interop_runtime.client.testing import dial
+    from interop_runtime.wire.codec import decode, encode, new_id
+    from interop_runtime.wire.messages import PROTOCOL_VERSION, RegisterMsg
+
+    name = next(w.name for w in cluster.spec.workers)
+    bad = FunctionSpec(name="f", inputs=[TensorSpec(name="x", dtype="float32", shape=[4, 2])],
+                       outputs=[TensorSpec(name="y", dtype="float32", shape=[None, 2])],
+                       batching=BatchingSpec(max_batch=8))
+    sock = dial(cluster, as_name=name)
+    try:
+        sock.send_multipart(encode(RegisterMsg(
+            v=PROTOCOL_VERSION, id=new_id(), src=name, name=name, plugin="numpy",
+            endpoint="tcp://127.0.0.1:9", functions=[bad])))
+        assert sock.poll(10_000)
+        err = decode(sock.recv_multipart()).msg
+        assert err.code == "bad_header" and "without a dynamic size at dim 0" in err.message
+    finally:
+        sock.close(0)
+    with cluster.client() as c:  # the real worker is untouched
+        assert any(w["name"] == name and w["alive"] for w in c.workers())

@@ -73,3 +73,20 @@ def check_array(expected: TensorSpec, array: Any, *, where: str, node: str | Non
 
 def function_index(functions: Sequence[FunctionSpec]) -> dict[str, FunctionSpec]:
     return {f.name: f for f in functions}
+
+
+def batch_dim_problem(spec: FunctionSpec, dim: int) -> str | None:
+    """Why ``spec`` cannot batch along ``dim`` (None: it can): every input and output must
+    declare a dynamic (null or -1) size there. Checked where a worker starts and again
+    where it registers."""
+    if not spec.inputs:
+        return f"{spec.name} has no inputs to batch"
+    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
+        for t in tensors:
+            if t.shape is None:
+                return (f"{kind} {t.name!r} declares no shape; batching needs a dynamic size "
+                        f"at dim {dim} (e.g. [null, 4])")
+            if len(t.shape) <= dim or t.shape[dim] not in (None, -1):
+                return (f"{kind} {t.name!r} has shape {format_shape(t.shape)}, without a "
+                        f"dynamic size at dim {dim}")
+    return None

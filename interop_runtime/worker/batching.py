@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from interop_runtime.graph.signatures import format_shape
+from interop_runtime.graph.signatures import batch_dim_problem
 from interop_runtime.wire.messages import BatchingSpec, FunctionSpec
 from interop_runtime.worker.state import Ready
 
@@ -72,17 +72,9 @@ def batching_policies(config: Any, functions: Mapping[str, FunctionSpec],
 
 def check_batchable(spec: FunctionSpec, dim: int) -> None:
     """Every input and output must declare a dynamic (null or -1) size at ``dim``."""
-    where = f"batching.{spec.name}"
-    if not spec.inputs:
-        raise ValueError(f"{where}: {spec.name} has no inputs to batch")
-    for kind, tensors in (("input", spec.inputs), ("output", spec.outputs)):
-        for t in tensors:
-            if t.shape is None:
-                raise ValueError(f"{where}: {kind} {t.name!r} declares no shape; batching "
-                                 f"needs a dynamic size at dim {dim} (e.g. [null, 4])")
-            if len(t.shape) <= dim or t.shape[dim] not in (None, -1):
-                raise ValueError(f"{where}: {kind} {t.name!r} has shape {format_shape(t.shape)}"
-                                 f", without a dynamic size at dim {dim}")
+    problem = batch_dim_problem(spec, dim)
+    if problem:
+        raise ValueError(f"batching.{spec.name}: {problem}")
 
 
 # --- batches -----------------------------------------------------------------------------

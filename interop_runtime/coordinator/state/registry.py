@@ -17,6 +17,7 @@ from interop_runtime.coordinator.state.records import (
     reply,
 )
 from interop_runtime.graph.compile import CompiledGraph, compile_graph
+from interop_runtime.graph.signatures import batch_dim_problem
 from interop_runtime.graph.validate import validate
 from interop_runtime.transport.security import is_wildcard
 from interop_runtime.wire.codec import new_id
@@ -49,6 +50,12 @@ class Registry(StateTables):
         if is_wildcard(msg.endpoint):
             raise BadHeaderError(f"worker {msg.name!r} announced {msg.endpoint}, which no peer can "
                                  f"dial; it must advertise a concrete address", field="endpoint")
+        for f in msg.functions:  # a batched function's signature must leave room for batches
+            problem = batch_dim_problem(f, f.batching.dim) if f.batching else None
+            if problem:
+                raise BadHeaderError(f"worker {msg.name!r}: function {f.name!r} declares "
+                                     f"batching but {problem}", field="functions",
+                                     worker=msg.name)
         old = self.workers.get(msg.name)
         if old and old.alive and old.identity != peer:
             # the name is held by a live connection: a restarted worker waits until the old
