@@ -3,7 +3,8 @@ inventory tables, `workers`, `runs` and `graphs`, are in inventory.py)."""
 
 # no `from __future__ import annotations`: typer reads the option types at runtime
 import json
-import time
+import signal
+import threading
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -69,21 +70,24 @@ def status(coordinator: CoordOpt = DEFAULT_ADDRESS,
             print(json.dumps({**c.status(), "workers": c.workers()}))
         elif watch:
             c.timeout_s = 2.0  # a watch notices a silent coordinator within a refresh or two
-            with Live(_status_view(c), console=console, refresh_per_second=2) as live:
-                try:
-                    _watch(c, live)
-                except KeyboardInterrupt:
-                    pass
+            stop = threading.Event()
+            # Ctrl-C sets a flag the loop checks, rather than an exception that may land in
+            # the middle of a request: the watch ends within one request's timeout, cleanly
+            previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+            try:
+                with Live(_status_view(c), console=console, refresh_per_second=2) as live:
+                    _watch(c, live, stop)
+            finally:
+                signal.signal(signal.SIGINT, previous)
         else:
             console.print(_status_view(c))
 
 
-def _watch(c: Any, live: Any) -> None:
+def _watch(c: Any, live: Any, stop: threading.Event) -> None:
     """Refresh until Ctrl-C; a coordinator that stops answering is said once, in one line,
     and retried (it may be restarting), and its return is said too."""
     lost = False
-    while True:
-        time.sleep(WATCH_EVERY_S)
+    while not stop.wait(WATCH_EVERY_S):
         try:
             view = _status_view(c)
         except InteropError:

@@ -143,8 +143,13 @@ class SyncChannel:
                                      body=body), arrays=rec.outputs)
 
     def close(self) -> None:
-        with self._lock:
+        # a request interrupted mid-way (Ctrl-C) must not make closing wait forever
+        held = self._lock.acquire(timeout=2.0)
+        try:
             self._direct.close()
             if self._sock is not None:
                 self._sock.close(0)
                 self._sock = None
+        finally:
+            if held:
+                self._lock.release()
