@@ -38,7 +38,9 @@ class Role:
     pool: str | None = None  # for kind "worker": the only replica pool it may join
 
     def describe(self) -> str:
-        return f"worker {self.worker!r}" if self.kind == "worker" else self.kind
+        if self.kind != "worker":
+            return self.kind
+        return f"worker {self.worker!r}" + (f" in pool {self.pool!r}" if self.pool else "")
 
 
 def inferred_role(name: str) -> Role:
