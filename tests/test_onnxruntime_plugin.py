@@ -194,3 +194,32 @@ def test_a_cuda_onnx_worker_fails_to_start(start_cluster, exported: tuple[Path, 
         start_cluster({"name": "gpu", "plugin": "onnxruntime", "device": "cuda:0",
                        "config": {"model": str(exported[0])}})
     assert "no CUDAExecutionProvider" in " ".join(err.value.message.split())
+
+
+def _sequence_model(path: Path, *, sequence_input: bool) -> Path:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 3])
+    seq = helper.make_tensor_sequence_value_info("s", TensorProto.FLOAT, None)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 3])
+    if sequence_input:  # s in, its first tensor out
+        nodes = [helper.make_node("SequenceAt", ["s", "zero"], ["y"])]
+        zero = helper.make_tensor("zero", TensorProto.INT64, [], [0])
+        graph = helper.make_graph(nodes, "g", [seq], [y], initializer=[zero])
+    else:  # x in, a sequence and a tensor out (like a classifier's ZipMap and its labels)
+        nodes = [helper.make_node("SequenceConstruct", ["x", "x"], ["s"]),
+                 helper.make_node("Identity", ["x"], ["y"])]
+        graph = helper.make_graph(nodes, "g", [x], [seq, y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_sequence_outputs_are_left_out_and_sequence_inputs_refused(tmp_path: Path) -> None:
+    plugin = OnnxRuntimePlugin()
+    plugin.load({"model": str(_sequence_model(tmp_path / "out.onnx", sequence_input=False))},
+                "cpu")
+    (spec,) = plugin.describe()
+    assert [o.name for o in spec.outputs] == ["y"] and "s (seq(tensor(float)))" in spec.doc
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    np.testing.assert_array_equal(plugin.call("run", {"x": x}, {})["y"], x)
+    with pytest.raises(UnsupportedError, match="input 's' is a seq"):
+        OnnxRuntimePlugin().load(
+            {"model": str(_sequence_model(tmp_path / "in.onnx", sequence_input=True))}, "cpu")

@@ -141,10 +141,23 @@ class OnnxRuntimePlugin(WorkerPlugin):
                                     f"{device!r} (see its log above); not falling back to the CPU")
         graph = onnx.load(str(path), load_external_data=False)  # the graph only, for layouts
         conv, ranked = _conv_inputs(graph), _ranked(graph)
+        untensored = [i for i in session.get_inputs() if not i.type.startswith("tensor(")]
+        if untensored:  # a sequence or map cannot travel: the model cannot be fed
+            raise UnsupportedError(f"model {str(path)!r}: input {untensored[0].name!r} is a "
+                                   f"{untensored[0].type}; only tensors travel between workers")
+        # sequence and map outputs (a ZipMap's probabilities) cannot travel either: they are
+        # left out, and the function's doc says so, so that its tensor outputs still serve
+        outputs = [o for o in session.get_outputs() if o.type.startswith("tensor(")]
+        dropped = [f"{o.name} ({o.type})" for o in session.get_outputs() if o not in outputs]
+        if not outputs:
+            raise UnsupportedError(f"model {str(path)!r} has no tensor outputs (only "
+                                   f"{', '.join(dropped)})")
+        doc = " ".join(filter(None, [graph.doc_string, f"Outputs left out (not tensors): "
+                                     f"{', '.join(dropped)}." if dropped else ""]))
         self._spec = FunctionSpec(
-            name=FUNCTION, doc=graph.doc_string or None,
+            name=FUNCTION, doc=doc or None,
             inputs=[_tensor_spec(i, conv, ranked) for i in session.get_inputs()],
-            outputs=[_tensor_spec(o, conv, ranked) for o in session.get_outputs()])
+            outputs=[_tensor_spec(o, conv, ranked) for o in outputs])
         dtypes = {s.dtype for s in [*self._spec.inputs, *self._spec.outputs]}
         self._bfloat16 = "bfloat16" in dtypes
         if self._bfloat16 and "string" in dtypes:
