@@ -69,3 +69,14 @@ def test_framework_plugins_import_only_the_public_surface() -> None:
                 offenders += [f"{path.relative_to(root)}: import {a.name}" for a in node.names
                               if a.name.startswith("interop_runtime.")]
     assert not offenders, offenders
+
+
+def test_every_error_code_has_its_own_class() -> None:
+    """A code a peer sends comes back as its own typed error, never a lookup failure."""
+    from interop_runtime.wire.errors import ErrorCode, InternalError, error_class, make_error
+
+    for code in ErrorCode:
+        cls = error_class(code.value)
+        assert cls.code is code and (cls is not InternalError or code is ErrorCode.INTERNAL)
+        assert make_error(code.value, "m").code is code
+    assert error_class("no_such_code") is InternalError

@@ -39,29 +39,29 @@ def _stack(tensors: Mapping[str, np.ndarray], names: Sequence[str] | None,
     missing = [n for n in order if n not in tensors]
     extra = [n for n in tensors if n not in order]
     if missing or extra:
-        raise BadArgumentError(f"fusion inputs {sorted(tensors)} do not match the declared names "
+        raise ValueError(f"fusion inputs {sorted(tensors)} do not match the declared names "
                          f"{order}")
     if not order:
-        raise BadArgumentError("fusion needs at least one input")
+        raise ValueError("fusion needs at least one input")
     shapes = {n: np.shape(tensors[n]) for n in order}
     if len(set(shapes.values())) != 1:
-        raise BadArgumentError("fusion inputs must all have the same shape, got "
+        raise ValueError("fusion inputs must all have the same shape, got "
                          + ", ".join(f"{n}: {list(s)}" for n, s in shapes.items()))
     if len(shapes[order[0]]) < 1:
-        raise BadArgumentError("fusion inputs need a class axis (the last one); got scalars")
+        raise ValueError("fusion inputs need a class axis (the last one); got scalars")
     if weights is None:
         w = np.ones(len(order))
     elif isinstance(weights, Mapping):
         unknown = sorted(set(weights) - set(order))
         if unknown or len(weights) != len(order):
-            raise BadArgumentError(f"weights name {sorted(weights)}, the inputs are {order}")
+            raise ValueError(f"weights name {sorted(weights)}, the inputs are {order}")
         w = np.array([float(weights[n]) for n in order])
     else:
         if len(weights) != len(order):
-            raise BadArgumentError(f"{len(weights)} weights for {len(order)} inputs ({', '.join(order)})")
+            raise ValueError(f"{len(weights)} weights for {len(order)} inputs ({', '.join(order)})")
         w = np.array([float(x) for x in weights])
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise BadArgumentError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
     return np.stack([np.asarray(tensors[n]) for n in order]), w / w.sum()
 
 
@@ -76,9 +76,9 @@ def mean(*, names: Sequence[str] | None = None,
     without softmax is an error. Computed in float64, returned in the inputs' float dtype."""
     stacked, w = _stack(tensors, names, weights)
     if temperature <= 0:
-        raise BadArgumentError(f"temperature must be positive, got {temperature}")
+        raise ValueError(f"temperature must be positive, got {temperature}")
     if not softmax and temperature != 1.0:
-        raise BadArgumentError("temperature applies only with softmax=True")
+        raise ValueError("temperature applies only with softmax=True")
     values = probabilities(stacked, temperature) if softmax else stacked.astype(np.float64)
     out = np.tensordot(w, values, axes=1)
     dtype = stacked.dtype if np.issubdtype(stacked.dtype, np.floating) else np.float32
@@ -98,7 +98,7 @@ def vote(*, names: Sequence[str] | None = None,
     without the last axis."""
     stacked, w = _stack(tensors, names, weights)
     if temperature <= 0:
-        raise BadArgumentError(f"temperature must be positive, got {temperature}")
+        raise ValueError(f"temperature must be positive, got {temperature}")
     classes = stacked.shape[-1]
     picks = stacked.argmax(axis=-1)                                   # (models, ...)
     counts = np.tensordot(w, np.eye(classes)[picks], axes=1)          # (..., classes)

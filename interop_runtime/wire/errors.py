@@ -211,8 +211,9 @@ class UnsupportedError(InteropError):
 
 class BadArgumentError(InteropError, ValueError):
     """A model operation was called with an argument it cannot take (a training order out
-    of range, a checkpoint that is not one, a fusion input that is not declared); raised
-    by the client library. A ValueError too, so ``except ValueError`` still catches it."""
+    of range, a checkpoint that is not one); raised by the client library, never by a
+    worker's function (that is FunctionFailedError). A ValueError too, so ``except
+    ValueError`` still catches it."""
 
     code = ErrorCode.BAD_ARGUMENT
 
@@ -244,7 +245,7 @@ _BY_CODE: dict[ErrorCode, type[InteropError]] = {
         ShapeMismatchError, DTypeMismatchError, LayoutMismatchError, GraphInvalidError,
         FunctionFailedError,
         WorkerLostError, RunTimeoutError, RunCancelledError, CoordinatorRestartedError,
-        UnsupportedError, ModelMismatchError,
+        UnsupportedError, ModelMismatchError, BadArgumentError,
         UnauthorizedError, BusyError, InternalError,
     )
 }
@@ -254,7 +255,7 @@ def error_class(code: str) -> type[InteropError]:
     """The exception class for a wire code; unknown codes map to InternalError."""
     try:
         return _BY_CODE[ErrorCode(code)]
-    except ValueError:
+    except (ValueError, KeyError):  # a code this side does not know (or map)
         return InternalError
 
 

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from interop_runtime.wire.errors import BadArgumentError, DTypeMismatchError, ShapeMismatchError
+from interop_runtime.wire.errors import DTypeMismatchError, ShapeMismatchError
 from interop_runtime.wire.messages import FunctionSpec, TensorSpec
 
 TRAIN_STEP = "train_step"
@@ -132,7 +132,7 @@ def check_batch(inputs: Mapping[str, np.ndarray], classes: int | None = None) ->
                                      f"logits are ({batch}, {classes or '?'})",
                                      field="soft_targets")
     if classes is not None and (labels.min() < 0 or labels.max() >= classes):
-        raise BadArgumentError(f"labels must be class ids in [0, {classes}), got "
+        raise ValueError(f"labels must be class ids in [0, {classes}), got "
                          f"{int(labels.min())}..{int(labels.max())}")
 
 
@@ -140,15 +140,15 @@ def distill_args(args: Mapping[str, Any], *, with_soft: bool) -> tuple[float, fl
     """(temperature, alpha) from node args; alpha is 0 without soft targets."""
     unknown = sorted(set(args) - {"temperature", "alpha"})
     if unknown:
-        raise BadArgumentError(f"unknown argument(s) {', '.join(unknown)} (known: temperature, alpha)")
+        raise ValueError(f"unknown argument(s) {', '.join(unknown)} (known: temperature, alpha)")
     temperature = float(args.get("temperature", 1.0))
     alpha = float(args.get("alpha", 0.5 if with_soft else 0.0))
     if temperature <= 0:
-        raise BadArgumentError(f"temperature must be > 0, got {temperature}")
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if not 0.0 <= alpha <= 1.0:
-        raise BadArgumentError(f"alpha must be in [0, 1], got {alpha}")
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
     if alpha > 0 and not with_soft:
-        raise BadArgumentError("alpha > 0 needs soft_targets (the teacher's logits)")
+        raise ValueError("alpha > 0 needs soft_targets (the teacher's logits)")
     return temperature, alpha
 
 
