@@ -101,6 +101,10 @@ def throughput_rows(rep: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] 
     for t in trs:
         rows.append(("**ours: chain w1 -> w2**", t, _get(rep, "runtime", f"{t}.tput_chain_64m")))
         rows.append(("ours: one worker", t, _get(rep, "runtime", f"{t}.tput_one_64m")))
+        rows.append(("**ours: chain, zero-copy outputs**", t,
+                     _get(rep, "runtime", f"{t}.tput_chain_64m_zerocopy")))
+        rows.append(("ours: one worker, zero-copy outputs", t,
+                     _get(rep, "runtime", f"{t}.tput_one_64m_zerocopy")))
         rows.append(("ours: chain, malloc-keep", t,
                      _get(rep, "runtime-malloc", f"{t}.tput_chain_64m")))
         rows.append(("ours: one worker, malloc-keep", t,
@@ -344,6 +348,7 @@ def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
     for t in ("tcp", "curve"):
         chain = _get(rep, "runtime", f"{t}.lat_chain_1k")
         big = _get(rep, "runtime", f"{t}.tput_chain_64m")
+        zero = _get(rep, "runtime", f"{t}.tput_chain_64m_zerocopy")
         if chain and cg1:
             for stat in ("median_us", "p99_us"):
                 add(f"1. 1 KiB chain ({t}) vs Ray Compiled Graph, {stat.split('_')[0]} (us)",
@@ -358,6 +363,13 @@ def _goals(rep: dict[str, Any]) -> list[dict[str, Any]]:
         if big:
             add(f"2. 64 MiB chain ({t}), GB/s per hop vs 8 GB/s", big["gbps_per_hop"], 8.0,
                 ">= 1x", big["gbps_per_hop"] >= 8.0)
+        if zero and cg64:
+            add(f"2. 64 MiB chain ({t}), zero-copy outputs, vs Ray Compiled Graph (ms)",
+                zero["median_ms"], cg64["median_ms"], "<= 1x",
+                zero["median_ms"] <= cg64["median_ms"])
+        if zero:
+            add(f"2. 64 MiB chain ({t}), zero-copy outputs, GB/s per hop vs 8 GB/s",
+                zero["gbps_per_hop"], 8.0, ">= 1x", zero["gbps_per_hop"] >= 8.0)
     for mode in ("tcp", "curve"):
         rates = {w: _get(rep, "pipeline", f"{mode}.window_{w}") for w in (1, 4, 16, 64)}
         if all(rates.values()):

@@ -6,7 +6,9 @@ Graphs (both nodes run ``numpy_ops.identity``, which returns its input without a
          coordinator off that path. Through the coordinator (``viacoord``): 5 hops.
   one:   client -> w1.identity -> client: 2 hops (through the coordinator: 4).
   call:  Client.call('w1', 'identity'): CONTROL invoke forwarded by the coordinator, 4 hops.
-Latency is ``Client.run`` wall time in the calling thread.
+Latency is ``Client.run`` wall time in the calling thread. Throughput (64 MiB) is measured
+twice: as ``Client.run`` returns by default, with every shared-memory output copied out
+of the worker's segment, and with ``copy=False`` (``_zerocopy``): read-only views of it.
 
 Transports: ``tcp`` (everything on tcp://127.0.0.1, same-host shared memory for tensors of
 64 KiB and more), ``ipc`` (ipc:// sockets), ``curve`` (tcp with the default secure set-up),
@@ -139,16 +141,17 @@ def latency(client: Any, what: str, x: np.ndarray, iters: int, warmup: int,
     return out
 
 
-def throughput(client: Any, what: str, big: np.ndarray, iters: int) -> dict[str, Any]:
+def throughput(client: Any, what: str, big: np.ndarray, iters: int, copy: bool = True
+               ) -> dict[str, Any]:
     graph = {"chain": "bench-chain", "one": "bench-one"}[what]
-    r = client.run(graph, {"x": big}, timeout_s=120)  # warm-up, and check the bytes once
+    r = client.run(graph, {"x": big}, timeout_s=120, copy=copy)  # warm-up; check the bytes
     assert np.array_equal(r["out"], big), "64 MiB output differs from its input"
     del r
-    client.run(graph, {"x": big}, timeout_s=120)
+    client.run(graph, {"x": big}, timeout_s=120, copy=copy)
     times, coord = [], []
     for _ in range(iters):
         t0 = time.perf_counter_ns()
-        r = client.run(graph, {"x": big}, timeout_s=120)
+        r = client.run(graph, {"x": big}, timeout_s=120, copy=copy)
         times.append(time.perf_counter_ns() - t0)
         coord.append(r.elapsed_us / 1e3)
         del r  # free the received frame before the next run, as a consumer would
@@ -183,6 +186,9 @@ def measure(res: ResultFile, transport: str, args: argparse.Namespace) -> None:
                 for what in ("chain", "one"):
                     res.guarded(f"{transport}.tput_{what}_64m", lambda w=what: throughput(
                         c, w, big, args.tput_iters))
+                    res.guarded(f"{transport}.tput_{what}_64m_zerocopy",
+                                lambda w=what: throughput(c, w, big, args.tput_iters,
+                                                          copy=False))
     finally:
         if cluster is not None:
             t1 = time.monotonic()

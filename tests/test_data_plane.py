@@ -226,6 +226,55 @@ def test_exhausted_pool_is_busy_never_corrupt(secure: LocalCluster) -> None:
         assert stats["capacity_bytes"] <= MIB, stats
 
 
+def test_zero_copy_outputs_stay_put_while_held_and_go_back_when_dropped(
+        secure: LocalCluster) -> None:
+    with secure.client() as c:
+        xs = [np.full(MIB_4, i, np.float32) for i in range(3)]
+        held = [c.run("chain", {"x": x}, timeout_s=60, copy=False)["y"] for x in xs]
+        for x, y in zip(xs, held, strict=True):
+            assert not y.flags.writeable
+            np.testing.assert_array_equal(y, expected(x))
+        with pytest.raises(ValueError, match="read-only"):
+            held[0][0] = 5.0
+        assert shm(c, "w2")["leased"] == 3  # each held output keeps one of w2's segments
+        for i in range(4):  # later runs, copied or not, never write a held segment
+            x = np.full(MIB_4, 10 + i, np.float32)
+            y = c.run("chain", {"x": x}, timeout_s=60, copy=i % 2 == 0)["y"]
+            np.testing.assert_array_equal(y, expected(x))
+            del y
+        for x, y in zip(xs, held, strict=True):
+            np.testing.assert_array_equal(y, expected(x))
+        part = held[0][:10]  # a view of a view keeps its segment too
+        del held, x, y
+        c.run("chain", {"x": X}, timeout_s=60)  # the next run sends the releases
+        wait_for(lambda: shm(c, "w2")["leased"] == 1, "the dropped outputs' release")
+        np.testing.assert_array_equal(part, expected(xs[0])[:10])
+        del part
+        c.run("chain", {"x": X}, timeout_s=60)
+        none_leased(c, "w1", "w2")
+
+
+def test_held_zero_copy_outputs_that_fill_a_pool_never_fail_or_corrupt_a_run(
+        secure: LocalCluster) -> None:
+    half = np.arange(192 * 1024, dtype=np.float32)  # 768 KiB: all of tiny's 1 MiB pool
+    with secure.client() as c:
+        c.register(Graph("tiny_out").node("a", "tiny", "scale").input("x", "a.x")
+                   .output("y", "a.y"))
+        held = c.run("tiny_out", {"x": half}, timeout_s=60, copy=False)["y"]
+        assert shm(c, "tiny")["leased"] == 1
+        for i in range(1, 3):  # no room for another segment: the outputs come as frames
+            y = c.run("tiny_out", {"x": half + i}, timeout_s=60, copy=False)["y"]
+            np.testing.assert_array_equal(y, (half + i) * 2)
+            del y
+        np.testing.assert_array_equal(held, half * 2)
+        del held
+        y = c.run("tiny_out", {"x": half + 1}, timeout_s=60, copy=False)["y"]
+        np.testing.assert_array_equal(y, (half + 1) * 2)
+        del y
+        c.run("tiny_out", {"x": X}, timeout_s=60)
+        none_leased(c, "tiny")
+
+
 def test_curve_roles_guard_direct_inputs(secure: LocalCluster) -> None:
     w1_inbox, w2_inbox = inbox(secure, "w1"), inbox(secure, "w2")
     as_worker = dial(secure, w1_inbox, as_name="w2", server="w1")

@@ -230,7 +230,7 @@ def test_free_segments_make_room_for_a_larger_lease() -> None:
         assert (pool.segment_count, pool.capacity_bytes) == (1, 4 * MIB)
 
 
-def test_killed_consumer_is_reclaimed_and_its_segment_reused() -> None:
+def test_killed_consumer_is_reclaimed_and_its_segment_never_written_again() -> None:
     with SegmentPool(max_bytes=MIB, min_segment=MIB) as pool:
         handle = pool.write(np.ones(16, np.uint8), holder="child-1")
         child = start(HOLDER, json.dumps(handle.to_wire()))
@@ -243,8 +243,10 @@ def test_killed_consumer_is_reclaimed_and_its_segment_reused() -> None:
             kill(child)
         assert pool.reclaim("child-1") == 1
         assert pool.reclaim("child-1") == 0
+        # the room comes back, the segment does not: a consumer reclaimed while alive
+        # (a run that failed, a lease too old) may still be reading it
         again, _ = pool.lease(16, holder="child-2")
-        assert (again.token, again.gen) == (handle.token, handle.gen + 1)
+        assert again.token != handle.token and pool.segment_count == 1
 
 
 def test_killed_producer_cannot_be_mapped_but_mapped_views_stay_readable() -> None:
@@ -294,6 +296,18 @@ def test_expire_frees_old_leases(pool: SegmentPool) -> None:
     assert pool.leased_count == 0
     with pytest.raises(BadHandleError):
         pool.release(handle, holder="a")
+
+
+def test_a_lease_taken_back_is_never_overwritten_under_its_reader(pool: SegmentPool) -> None:
+    handle = pool.write(np.full(1000, 7, np.int32), holder="slow")
+    with SegmentMaps() as maps:
+        view = maps.view(handle, np.int32, (1000,))
+        assert pool.expire(time.monotonic() + 1e6, lease_s=60) == 1
+        for i in range(5):  # every later lease gets another segment
+            new = pool.write(np.full(1000, i, np.int32), holder=f"next-{i}")
+            assert new.token != handle.token
+            pool.release(new, holder=f"next-{i}")
+        assert (view == 7).all()
 
 
 def test_map_cache_is_bounded_and_evicted_views_stay_valid(pool: SegmentPool) -> None:

@@ -92,7 +92,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                                  max_message_bytes=max_message_bytes, inflight=self._inflight)
         self._detached: dict[str, str] = {}  # detached run -> the epoch it started under
         self._routes: dict[str, Routes | None] = {}  # graph -> direct routes (None: not direct)
-        self._jobs: queue.SimpleQueue[tuple[Routes, RunMsg, dict[str, Any], float]] = \
+        self._jobs: queue.SimpleQueue[tuple[Routes, RunMsg, dict[str, Any], float, bool]] = \
             queue.SimpleQueue()
         self._io_direct: DirectPath | None = None  # the I/O thread's; made there
         self._thread = threading.Thread(target=self._io_loop, name="interop-client", daemon=True)
@@ -137,14 +137,14 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                         fut.set_exception(InteropError("client closed"))
 
     def _start_direct(self, routes: Routes, msg: RunMsg, arrays: dict[str, Any],
-                      timeout_s: float) -> None:
+                      timeout_s: float, copy: bool) -> None:
         """I/O thread: a submitted direct run."""
         assert self._io_direct is not None
         try:
             for event in self._io_direct.warm_up(routes):
                 self._direct_event(event)
-            msg.place = self._io_direct.start(routes, msg.run, msg.id, arrays,
-                                              timeout_s).place or None
+            msg.place = self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s,
+                                              copy=copy).place or None
             self._dealer.send_multipart(encode(msg), copy=False)  # the record, after the data
         except InteropError as exc:
             with self._lock:
@@ -314,8 +314,9 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
 
     def submit(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
                inputs: Mapping[str, Any], *, timeout_s: float | None = None,
-               run_id: str | None = None, _again: bool = True) -> Future[RunResult]:
-        """Start a run; the Future resolves to its RunResult."""
+               run_id: str | None = None, copy: bool = True,
+               _again: bool = True) -> Future[RunResult]:
+        """Start a run; the Future resolves to its RunResult. ``copy`` as for ``run``."""
         name = self._graph_name(graph)
         if self._epochs.epoch is None:
             self._learn_epoch()
@@ -327,7 +328,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
             with self._lock:
                 self._futures[msg.id] = raw
             self._epochs.started(msg.id, msg.run)
-            self._jobs.put((routes, msg, arrays, timeout_s or self.default_run_timeout_s))
+            self._jobs.put((routes, msg, arrays, timeout_s or self.default_run_timeout_s, copy))
             with self._push_lock:
                 self._push.send(b"job")
         else:
@@ -348,7 +349,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                     # the graph was compiled again (a worker moved, a model changed): once
                     # more, fresh routes, from a thread of its own (this may be the I/O thread)
                     threading.Thread(target=lambda: _chain(self.submit(
-                        name, inputs, timeout_s=timeout_s, _again=False), out),
+                        name, inputs, timeout_s=timeout_s, copy=copy, _again=False), out),
                         daemon=True).start()
                     return
                 out.set_exception(exc)
@@ -358,8 +359,15 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
         return out
 
     def run(self, graph: str | Graph | GraphSpec | Mapping[str, Any], inputs: Mapping[str, Any],
-            *, timeout_s: float | None = None) -> RunResult:
-        """Run a graph once and return its outputs (sent and awaited in this thread)."""
+            *, timeout_s: float | None = None, copy: bool = True) -> RunResult:
+        """Run a graph once and return its outputs (sent and awaited in this thread).
+
+        ``copy=False``: outputs that a worker on this host sent through shared memory come
+        back as read-only views of its segment, not copies; the segment is released when
+        the last view of it is dropped (client/views.py), with this client's next run. Hold
+        them as briefly as you can: each one keeps a segment of the worker's pool, and
+        once that is full, later outputs come the slow way, as frames via the
+        coordinator."""
         timeout = timeout_s if timeout_s is not None else self.timeout_s
         name = self._graph_name(graph)
         if self._epochs.epoch is None:
@@ -374,7 +382,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                 queued = bool(self._futures)
             try:
                 env = None if queued else self._sync.run_direct(
-                    routes, msg, arrays, timeout + 1.0, epoch=self._epochs.epoch)
+                    routes, msg, arrays, timeout + 1.0, epoch=self._epochs.epoch, copy=copy)
             except InteropError as exc:
                 self._routes.pop(name, None)
                 if exc.field in ("routes", "graph") and attempt == 1:
@@ -387,12 +395,13 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
         msg = RunMsg(**self._hdr(), graph=name, run=new_id(), timeout_s=timeout)
         env = self._sync_request(msg, arrays, timeout + 1.0)
         if env is None:  # the channel is busy, or requests are queued: the I/O thread
-            return self.wait(self.submit(graph, inputs, timeout_s=timeout), timeout + 1.0,
-                             "run result")
+            return self.wait(self.submit(graph, inputs, timeout_s=timeout, copy=copy),
+                             timeout + 1.0, "run result")
         return RunResult(env.arrays, env.msg.body)
 
     async def run_async(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
-                        inputs: Mapping[str, Any], *, timeout_s: float | None = None) -> RunResult:
-        fut = self.submit(graph, inputs, timeout_s=timeout_s)
+                        inputs: Mapping[str, Any], *, timeout_s: float | None = None,
+                        copy: bool = True) -> RunResult:
+        fut = self.submit(graph, inputs, timeout_s=timeout_s, copy=copy)
         timeout = (timeout_s if timeout_s is not None else self.timeout_s) + 1.0
         return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)

@@ -7,7 +7,8 @@ One ``DirectPath`` per thread that owns sockets: the caller's SyncChannel, or th
 I/O thread. Every DEALER to a worker carries the same random routing id, which is how a
 producing worker addresses the outputs back to us. Tensors for a worker on our host go
 through shared memory (transport/shm.py); outputs sent to us that way are copied out and
-released at once, so a result never pins a worker's segment.
+released at once, so a result never pins a worker's segment, unless the run asked for
+zero-copy outputs (client/views.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.client.views import ReleaseQueue
 from interop_runtime.graph.placement import PoolView, Site, place
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security
@@ -136,6 +138,7 @@ class DirectRun:
     msg_ids: list[str] = field(default_factory=list)  # what we sent for it
     place: dict[str, str] = field(default_factory=dict)  # pool node -> its replica
     placed: set[str] = field(default_factory=set)  # replicas counted in flight for it
+    copy: bool = True  # False: shared-memory outputs stay in the worker's segment
 
     @property
     def complete(self) -> bool:
@@ -171,6 +174,7 @@ class DirectPath:
         self.warm: set[str] = set()
         self.runs: dict[str, DirectRun] = {}
         self.by_msg: dict[str, str] = {}  # id of a DATA or RUN we sent -> its run
+        self.dropped = ReleaseQueue()  # zero-copy outputs the caller let go of
 
     # --- sockets ---------------------------------------------------------------------------
 
@@ -217,6 +221,7 @@ class DirectPath:
     def drain(self) -> list[tuple[DirectRun, InteropError | None]]:
         """Take what the workers sent while nobody listened (releases, late outputs), so
         that the segments they hand back are reused rather than new ones made."""
+        self.dropped.flush()
         done = []
         for sock in list(self.sockets.values()):
             while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no poller built per socket
@@ -240,13 +245,15 @@ class DirectPath:
             check_array(spec, arrays[name], where=f"graph input {name!r}")
 
     def start(self, routes: Routes, run: str, msg_id: str, arrays: Mapping[str, Any],
-              timeout_s: float) -> DirectRun:
+              timeout_s: float, *, copy: bool = True) -> DirectRun:
         """Place the run on replicas (``.place``, which its RUN must carry) and send its
-        (checked) inputs to their workers; a pool node's only to its placed replica."""
+        (checked) inputs to their workers; a pool node's only to its placed replica.
+        ``copy=False``: its shared-memory outputs come back as read-only views."""
+        self.dropped.flush()
         if len(self.runs) >= MAX_DIRECT_RUNS:
             self.expire(time.monotonic(), force=True)
         rec = DirectRun(run=run, graph=routes.graph, msg_id=msg_id, wanted=set(routes.outputs),
-                        deadline=time.monotonic() + timeout_s)
+                        deadline=time.monotonic() + timeout_s, copy=copy)
         batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         keys: dict[str, tuple[str | None, str | None]] = {}
         place = rec.place = self.inflight.place(routes, Site(self.host)) or {}
@@ -297,10 +304,11 @@ class DirectPath:
             return None
         msg, endpoint = env.msg, self.endpoint_of.get(sock, "")
         if isinstance(msg, DataMsg):
+            rec = self.runs.get(msg.run)
             arrays = dict(env.arrays)
             if env.shared:
-                arrays.update(self._copy_out(sock, msg.run, env.shared))
-            rec = self.runs.get(msg.run)
+                arrays.update(self._take_shared(sock, msg.run, env.shared,
+                                                copy=rec is None or rec.copy))
             if rec is None:
                 return None  # a run we gave up on
             rec.outputs.update({n: a for n, a in arrays.items() if n in rec.wanted})
@@ -316,8 +324,10 @@ class DirectPath:
                                        edge=msg.edge, worker=msg.worker)
         return None
 
-    def _copy_out(self, sock: zmq.Socket[bytes], run: str, shared: Mapping[str, Any]
-                  ) -> dict[str, np.ndarray]:
+    def _take_shared(self, sock: zmq.Socket[bytes], run: str, shared: Mapping[str, Any], *,
+                     copy: bool) -> dict[str, np.ndarray]:
+        """Shared-memory outputs: copied out and released now, or (``copy=False``) views
+        released once the caller drops them."""
         out, handles = {}, []
         for name, meta in shared.items():
             try:
@@ -327,6 +337,9 @@ class DirectPath:
                 view = self.maps.view(handle, to_numpy_dtype(meta.dtype), tuple(meta.shape))
             except InteropError as exc:
                 log.warning("refused a shared-memory output: %s", exc)
+                continue
+            if not copy:
+                out[name] = self.dropped.hold(view, sock, run, handle.to_wire())
                 continue
             out[name] = np.array(view)  # ours now: the segment goes back at once
             handles.append(handle.to_wire())
@@ -365,7 +378,9 @@ class DirectPath:
         return self.runs.get(self.by_msg.get(msg_id or "", ""))
 
     def expire(self, now: float, *, force: bool = False) -> list[tuple[DirectRun, InteropError]]:
-        """Runs past their deadline (the coordinator's timeout normally ends them first)."""
+        """Runs past their deadline (the coordinator's timeout normally ends them first).
+        Also sends the releases of zero-copy outputs dropped since the last call."""
+        self.dropped.flush()
         late = [r for r in self.runs.values() if now > r.deadline + 5.0]
         if force and not late:
             late = [min(self.runs.values(), key=lambda r: r.deadline)]
@@ -376,6 +391,7 @@ class DirectPath:
         return out
 
     def close(self) -> None:
+        self.dropped.flush()
         for sock in self.sockets.values():
             self.poller.unregister(sock)
             sock.close(0)

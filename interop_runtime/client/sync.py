@@ -47,7 +47,8 @@ class SyncChannel:
         self._direct = DirectPath(ctx, security, max_message_bytes, self._poller, inflight)
 
     def run_direct(self, routes: Routes, msg: RunMsg, arrays: Mapping[str, Any],
-                   timeout_s: float, *, epoch: str | None) -> Envelope | None:
+                   timeout_s: float, *, epoch: str | None, copy: bool = True
+                   ) -> Envelope | None:
         """A direct run from this thread: RUN to the coordinator, inputs to the workers,
         outputs from them. None when another thread holds the channel."""
         if not self._lock.acquire(blocking=False):
@@ -58,7 +59,7 @@ class SyncChannel:
             self._direct.drain()
             # the data first: the record goes out right after, off the data's path (the
             # coordinator keeps completions that arrive before the record)
-            rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s)
+            rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s, copy=copy)
             msg.place = rec.place or None
             sock.send_multipart(encode(msg), copy=False)
             try:

@@ -6,8 +6,11 @@ with ``shm_maps.SegmentMaps``. Segments are anonymous memfd files, so nothing is
 /dev/shm when a process crashes: the kernel frees the memory once the last fd and the
 last mapping are gone.
 
-Lifetime rule: a segment is reused only after the consumer it was sent to releases it,
-or the producer reclaims it because that consumer is gone.
+Lifetime rule: a segment is reused only after the consumer it was sent to releases it. A
+lease the producer takes back without a release (the consumer is gone, its run failed, or
+the lease is too old) drops the segment from the pool instead: a consumer that is slow
+rather than dead may still be reading it, so it is never written again, and the kernel
+frees it once the last mapping goes.
 
 Segment layout (little-endian)::
 
@@ -208,17 +211,19 @@ class SegmentPool:
         self._free(seg)
 
     def reclaim(self, holder: Hashable) -> int:
-        """Free every segment ``holder`` holds (it is gone); returns how many."""
+        """Take back every segment ``holder`` holds (it is gone, or will not release):
+        they leave the pool unwritten. Returns how many."""
         tokens = list(self._held.get(holder, ()))
         for token in tokens:
-            self._free(self._segments[token])
+            self._drop(self._segments[token])
         return len(tokens)
 
     def expire(self, now: float, lease_s: float) -> int:
-        """Free leases taken more than ``lease_s`` before ``now`` (time.monotonic)."""
+        """Take back leases taken more than ``lease_s`` before ``now`` (time.monotonic),
+        as ``reclaim`` does: their holders may still read them."""
         old = [s for s in self._segments.values() if s.leased and now - s.leased_at > lease_s]
         for seg in old:
-            self._free(seg)
+            self._drop(seg)
         return len(old)
 
     def trim(self, keep_bytes: int) -> int:
@@ -272,6 +277,11 @@ class SegmentPool:
             freed += seg.capacity
             dropped += 1
         return dropped
+
+    def _drop(self, seg: _Segment) -> None:
+        self._free(seg)
+        del self._segments[seg.token]
+        seg.close()
 
     def _free(self, seg: _Segment) -> None:
         tokens = self._held.get(seg.holder)
