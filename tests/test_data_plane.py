@@ -273,6 +273,13 @@ def test_held_zero_copy_outputs_that_fill_a_pool_never_fail_or_corrupt_a_run(
         del y
         c.run("tiny_out", {"x": X}, timeout_s=60)
         none_leased(c, "tiny")
+    with secure.client() as gone:  # a view outlives its client; its lease waits for expiry
+        kept = gone.run("tiny_out", {"x": half}, timeout_s=60, copy=False)["y"]
+    with secure.client() as c:
+        np.testing.assert_array_equal(c.run("tiny_out", {"x": half + 3}, timeout_s=60)["y"],
+                                      (half + 3) * 2)
+        assert shm(c, "tiny")["leased"] == 1
+    np.testing.assert_array_equal(kept, half * 2)
 
 
 def test_curve_roles_guard_direct_inputs(secure: LocalCluster) -> None:

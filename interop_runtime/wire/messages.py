@@ -34,6 +34,12 @@ Timings = Annotated[dict[Name, dict[Name, int | str]], Field(max_length=10_000)]
 Placement = Annotated[dict[Name, Name], Field(max_length=10_000)]
 
 
+# Defaults of the fields that hot messages carry: a factory, since pydantic deep-copies a
+# mutable default for every instance; the schema still states the default.
+EMPTY_LIST: dict[str, Any] = {"default": []}
+EMPTY_MAP: dict[str, Any] = {"default": {}}
+
+
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
 
@@ -107,7 +113,7 @@ class Header(WireModel):
     id: Annotated[str, Field(min_length=1, max_length=128)]
     src: Ref | None = None
     dst: Ref | None = None
-    tensors: list[TensorMeta] = []
+    tensors: list[TensorMeta] = Field(default_factory=list, json_schema_extra=EMPTY_LIST)
 
 
 # --- the three message kinds of the design -------------------------------------------
@@ -149,7 +155,7 @@ class ControlMsg(Header):
     node: Ref | None = None
     graph: Ref | None = None
     run: Ref | None = None
-    args: dict[str, Any] = {}
+    args: dict[str, Any] = Field(default_factory=dict, json_schema_extra=EMPTY_MAP)
     # how long the sender waits for the answer: the coordinator keeps a forwarded request
     # open that long (default: its own request timeout, 30 s)
     timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
@@ -175,7 +181,7 @@ class ReplyMsg(Header):
 
     kind: Literal["reply"] = "reply"
     reply_to: str
-    body: dict[str, Any] = {}
+    body: dict[str, Any] = Field(default_factory=dict, json_schema_extra=EMPTY_MAP)
 
 
 class ErrorMsg(Header):
