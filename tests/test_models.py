@@ -121,7 +121,9 @@ def events() -> list[ClusterEvent]:
 @pytest.fixture(scope="module")
 def cluster(files: Path, events: list[ClusterEvent]) -> Iterator[LocalCluster]:
     spec = ClusterSpec.model_validate({"coordinator": {"heartbeat_s": 0.5}, "workers": [
-        {"name": "onnx", "plugin": "onnxruntime", "config": {}},  # no start-up model
+        # no start-up model; wire loads may read the test files and the onnx test data
+        {"name": "onnx", "plugin": "onnxruntime", "config": {},
+         "model_root": [str(files), str(DATA)]},
         {"name": "boot", "plugin": "onnxruntime", "config": {"model": str(files / "boot.onnx")}},
         {"name": "repo", "plugin": "onnxruntime", "model_repository": str(files / "repo")},
         {"name": "broken", "plugin": "onnxruntime", "on_load_error": "skip",
@@ -296,6 +298,31 @@ def test_a_config_naming_code_is_refused_over_the_wire(cluster: LocalCluster) ->
         with pytest.raises(UnauthorizedError):
             c.load_model("onnx", "evil", {"nested": [{"factory": "x"}]})
         assert "evil/run" not in c.functions("onnx")
+
+
+def test_a_wire_load_reads_files_inside_the_model_roots_only(
+        cluster: LocalCluster, files: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    elsewhere = tiny_model(tmp_path_factory.mktemp("elsewhere") / "out.onnx", "Relu", [3])
+    (files / "link.onnx").symlink_to(elsewhere)  # inside the root, pointing out of it
+    tiny_model(files / "rel.onnx", "Relu", [7])
+    with cluster.client() as c:
+        before = c.functions("onnx")
+        for config in ({"model": str(elsewhere)}, {"model": str(files / "link.onnx")},
+                       {"model": str(files / ".." / elsewhere.parent.name / "out.onnx")},
+                       {"model": "../" * 12 + "etc/passwd"},
+                       {"model": str(files / "rel.onnx"), "extra": ["/etc/hostname"]}):
+            with pytest.raises(UnauthorizedError, match="outside this worker's model roots"
+                               ) as err:
+                c.load_model("onnx", "escape", config)
+            assert err.value.field in ("config.model", "config.extra.0"), err.value
+        with pytest.raises(UnauthorizedError, match="has no model root") as err:
+            c.load_model("boot", "escape", {"model": str(files / "rel.onnx")})
+        assert err.value.field == "config.model"
+        assert c.functions("onnx") == before
+        # a relative path is the first root's, and the plugin gets it resolved
+        assert c.load_model("onnx", "rel", {"model": "rel.onnx"})["functions"] == ["rel/run"]
+        assert c.functions("onnx")["rel/run"]["inputs"][0]["shape"] == [7]
+        c.unload_model("onnx", "rel")
 
 
 # --- the cluster file and the CLI ------------------------------------------------------------------

@@ -95,6 +95,11 @@ def worker_start(
     model_repository: Annotated[Path | None, typer.Option(
         help="Watch this folder for models (NAME.onnx, NAME/VERSION/model.onnx): new ones "
              "are loaded, changed ones replaced, removed ones unloaded.")] = None,
+    model_root: Annotated[str | None, typer.Option(
+        envvar="INTEROP_MODEL_ROOT",
+        help="Folders (DIR[:DIR...]) that models loaded over the wire (`interop models load`) "
+             "may read files from; without one (or --model-repository) they may name no "
+             "file.")] = None,
     log_level: LogLevelOpt = LogLevel.info,
     key: KeyOpt = None,
     authorized: AuthOpt = None,

@@ -62,6 +62,7 @@ WORKER: dict[str, Option] = {
     "--keep-memory": ("keep_memory", "bool", True, None),
     "--pool": ("pool", "str?", None, None),
     "--model-repository": ("model_repository", "path?", None, None),
+    "--model-root": ("model_root", "str?", None, "INTEROP_MODEL_ROOT"),
     "--coordinator-key": ("coordinator_key", "path?", None, "INTEROP_COORDINATOR_KEY"),
     **_SECURITY,
 }
@@ -160,7 +161,7 @@ def run_worker(*, plugin: str, coordinator: str, config: Path | None, name: str 
                max_message_bytes: int, shm: bool, shm_pool_mib: int, keep_memory: bool,
                pool: str | None, log_level: str, key: Path | None, authorized: Path | None,
                coordinator_key: Path | None, insecure: bool, log_format: str,
-               model_repository: Path | None = None) -> None:
+               model_repository: Path | None = None, model_root: str | None = None) -> None:
     """Load the model, register with the coordinator, serve."""
     from interop_runtime.transport.memory import keep_freed_memory
 
@@ -173,6 +174,7 @@ def run_worker(*, plugin: str, coordinator: str, config: Path | None, name: str 
     from interop_runtime.transport.security import check_bind_allowed
     from interop_runtime.wire.errors import InteropError
     from interop_runtime.worker.host import WorkerHost
+    from interop_runtime.worker.model_roots import parse_roots
     from interop_runtime.worker.plugin import PluginUnavailable, create_plugin
 
     fail = "cannot start worker"
@@ -202,7 +204,7 @@ def run_worker(*, plugin: str, coordinator: str, config: Path | None, name: str 
                           max_message_bytes=max_message_bytes, security=security,
                           reload=lambda: create_plugin(plugin, cfg, device), advertise=advertise,
                           shm=shm, shm_pool_bytes=shm_pool_mib << 20, pool=pool,
-                          batching=batching)
+                          batching=batching, model_roots=parse_roots(model_root))
     except (ValueError, OSError, zmq.ZMQError) as exc:  # a bad address, a port in use
         raise StartFailed(fail, str(exc), 2) from None
     if model_repository is not None:

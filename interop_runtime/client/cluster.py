@@ -193,6 +193,8 @@ class LocalCluster:
                 *(["--shm-pool-mib", str(w.shm_pool_mib)] if w.shm_pool_mib else []),
                 *(["--pool", w.pool] if w.pool else []),
                 *(["--model-repository", w.model_repository] if w.model_repository else []),
+                *(["--model-root", os.pathsep.join([w.model_root] if isinstance(
+                    w.model_root, str) else w.model_root)] if w.model_root else []),
                 *self._key_args(w.name)]
         proc = self._spawn(args, w.name, w.env)
         self.workers[w.name] = proc

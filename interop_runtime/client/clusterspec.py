@@ -64,6 +64,9 @@ class WorkerSpec(BaseModel):
     # a worker whose model does not load: stop the cluster (fail) or come up without it
     on_load_error: Literal["fail", "skip"] = "fail"
     model_repository: str | None = None  # a folder of models it watches (README)
+    # folders that models loaded over the wire may read files from (README "Models in
+    # running workers"); the repository is one too
+    model_root: str | list[str] | None = None
 
 
 class SupervisionSpec(BaseModel):

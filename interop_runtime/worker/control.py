@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -134,8 +135,10 @@ class ControlHandlers:
             self.stop()
 
     def watch(self, folder: str) -> None:
-        """Load, replace and unload models as files come and go in ``folder``."""
+        """Load, replace and unload models as files come and go in ``folder`` (which is
+        then also a model root: a client may load the files it holds by path)."""
         self.repository = ModelRepository(folder, self.plugin)
+        self.plugin.roots = (*self.plugin.roots, Path(folder).expanduser().resolve())
 
     def _models_changed(self) -> None:
         """Tell the coordinator our whole new function table (CONTROL functions); the

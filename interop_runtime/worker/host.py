@@ -16,6 +16,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -83,9 +84,10 @@ class WorkerHost(ControlHandlers):
                  reload: Any = None, security: Security | None = None,
                  advertise: str | None = None, shm: bool = True,
                  shm_pool_bytes: int = DEFAULT_POOL_BYTES, pool: str | None = None,
-                 batching: Any = None) -> None:
-        # every model of this worker as one plugin; the start-up one (if any) is "default"
-        plugin = ModelTable(plugin_name, device, plugin, reload=reload)
+                 batching: Any = None, model_roots: tuple[Path, ...] = ()) -> None:
+        # every model of this worker as one plugin; the start-up one (if any) is "default";
+        # models loaded over the wire read files inside model_roots only
+        plugin = ModelTable(plugin_name, device, plugin, reload=reload, roots=model_roots)
         self.repository: ModelRepository | None = None  # a watched folder (watch())
         # first, before any socket: a function that cannot batch stops the worker here
         policies = batching_policies(batching, {f.name: f for f in plugin.describe()},

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,7 @@ from interop_runtime.wire.errors import (
     UnsupportedError,
 )
 from interop_runtime.wire.messages import FunctionSpec
+from interop_runtime.worker.model_roots import confine_paths
 from interop_runtime.worker.plugin import WorkerPlugin, create_plugin
 
 DEFAULT_MODEL = "default"
@@ -98,8 +100,10 @@ class ModelTable(WorkerPlugin):
 
     def __init__(self, plugin_name: str, device: str, default: WorkerPlugin | None, *,
                  reload: Callable[[], WorkerPlugin] | None = None,
-                 max_models: int = MAX_MODELS, factory: Factory = create_plugin) -> None:
+                 max_models: int = MAX_MODELS, factory: Factory = create_plugin,
+                 roots: tuple[Path, ...] = ()) -> None:
         self.plugin_name, self.device, self.max_models = plugin_name, device, max_models
+        self.roots = roots  # where a config from the wire may name files (model_roots.py)
         self._reload, self._factory = reload, factory
         self.models: dict[str, Model] = {}
         self._routes: dict[str, tuple[Model, str]] = {}
@@ -134,9 +138,10 @@ class ModelTable(WorkerPlugin):
                                        field="args.config")
             loaded = self._build(name, self._reload)
         else:
+            cfg = dict(config)
             if source == "wire":
                 check_wire_config(config)
-            cfg = dict(config)
+                cfg = confine_paths(cfg, self.roots)
             loaded = self._build(name, lambda: self._factory(plugin_name, cfg, self.device))
         model = Model(name, version, plugin_name, loaded, None if config is None else
                       dict(config), source)
