@@ -216,11 +216,13 @@ def submit_all(cluster: LocalCluster, graph: str, inputs: list[np.ndarray]) -> l
         return out
 
 
-def worker_calls(cluster: LocalCluster, worker: str, function: str) -> float:
+def worker_calls(cluster: LocalCluster, worker: str, function: str,
+                 metric: str = "interop_worker_calls") -> float:
+    """A worker's series as the coordinator's Prometheus endpoint shows it (-1: absent)."""
     port = cluster.spec.coordinator.metrics_port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
         text = r.read().decode()
-    series = f'interop_worker_calls_total{{function="{function}",worker="{worker}"}} '
+    series = f'{metric}_total{{function="{function}",worker="{worker}"}} '
     return next((float(line.split()[-1]) for line in text.splitlines()
                  if line.startswith(series)), -1.0)
 
@@ -246,6 +248,9 @@ def test_concurrent_runs_batch_into_fewer_calls_with_the_same_outputs(cluster: L
     while worker_calls(cluster, "b", "slow") != len(calls) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert worker_calls(cluster, "b", "slow") == len(calls) < RUNS
+    assert worker_calls(cluster, "b", "slow", "interop_worker_batches") == len(calls)
+    assert worker_calls(cluster, "b", "slow", "interop_worker_batched_runs") == RUNS
+    assert worker_calls(cluster, "u", "slow", "interop_worker_batches") == -1  # not batched
 
 
 def test_a_run_that_breaks_its_batch_fails_alone(cluster: LocalCluster) -> None:

@@ -75,6 +75,12 @@ class WorkerStatsCollector(Collector):
         compute = CounterMetricFamily("interop_worker_compute_seconds",
                                       "Time inside the plugin, per function",
                                       labels=["worker", "function"])
+        batches = CounterMetricFamily("interop_worker_batches",
+                                      "Calls a dynamic batcher made, per batched function",
+                                      labels=["worker", "function"])
+        batched = CounterMetricFamily("interop_worker_batched_runs",
+                                      "Runs those batched calls served (over batches: the "
+                                      "mean batch)", labels=["worker", "function"])
         pending = GaugeMetricFamily("interop_worker_queue_depth",
                                     "Nodes waiting for inputs on a worker", labels=["worker"])
         bytes_in = CounterMetricFamily("interop_worker_bytes_in", "Tensor bytes a worker received",
@@ -91,6 +97,9 @@ class WorkerStatsCollector(Collector):
                 calls.add_metric([worker, fn], f.calls)
                 errors.add_metric([worker, fn], f.errors)
                 compute.add_metric([worker, fn], f.compute_us / 1e6)
+                if f.batches is not None:
+                    batches.add_metric([worker, fn], f.batches)
+                    batched.add_metric([worker, fn], f.batched_runs or 0)
             pending.add_metric([worker], st.pending)
             bytes_in.add_metric([worker], st.bytes_in)
             bytes_out.add_metric([worker], st.bytes_out)
@@ -98,7 +107,8 @@ class WorkerStatsCollector(Collector):
                 rss.add_metric([worker], st.rss_bytes)
             if st.device_bytes is not None:
                 device.add_metric([worker], st.device_bytes)
-        yield from (calls, errors, compute, pending, bytes_in, bytes_out, rss, device)
+        yield from (calls, errors, compute, batches, batched, pending, bytes_in, bytes_out,
+                    rss, device)
 
 
 class CoordinatorMetrics:
