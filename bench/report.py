@@ -105,6 +105,8 @@ def throughput_rows(rep: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] 
                      _get(rep, "runtime", f"{t}.tput_chain_64m_zerocopy")))
         rows.append(("ours: one worker, zero-copy outputs", t,
                      _get(rep, "runtime", f"{t}.tput_one_64m_zerocopy")))
+        rows.append(("ours: chain, shared input array + zero-copy outputs", t,
+                     _get(rep, "runtime", f"{t}.tput_chain_64m_shared")))
         rows.append(("ours: chain, malloc-keep", t,
                      _get(rep, "runtime-malloc", f"{t}.tput_chain_64m")))
         rows.append(("ours: one worker, malloc-keep", t,

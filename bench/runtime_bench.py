@@ -7,8 +7,9 @@ Graphs (both nodes run ``numpy_ops.identity``, which returns its input without a
   one:   client -> w1.identity -> client: 2 hops (through the coordinator: 4).
   call:  Client.call('w1', 'identity'): CONTROL invoke forwarded by the coordinator, 4 hops.
 Latency is ``Client.run`` wall time in the calling thread. Throughput (64 MiB) is measured
-twice: as ``Client.run`` returns by default, with every shared-memory output copied out
-of the worker's segment, and with ``copy=False`` (``_zerocopy``): read-only views of it.
+three times: as ``Client.run`` returns by default, with every shared-memory output copied
+out of the worker's segment; with ``copy=False`` (``_zerocopy``): read-only views of it;
+and with the input in a ``Client.shared_array`` as well (``_shared``): no copy at either end.
 
 Transports: ``tcp`` (everything on tcp://127.0.0.1, same-host shared memory for tensors of
 64 KiB and more), ``ipc`` (ipc:// sockets), ``curve`` (tcp with the default secure set-up),
@@ -141,9 +142,13 @@ def latency(client: Any, what: str, x: np.ndarray, iters: int, warmup: int,
     return out
 
 
-def throughput(client: Any, what: str, big: np.ndarray, iters: int, copy: bool = True
-               ) -> dict[str, Any]:
+def throughput(client: Any, what: str, big: np.ndarray, iters: int, copy: bool = True,
+               shared: bool = False) -> dict[str, Any]:
     graph = {"chain": "bench-chain", "one": "bench-one"}[what]
+    if shared:
+        buf = client.shared_array(big.shape, big.dtype)
+        buf[:] = big
+        big = buf
     r = client.run(graph, {"x": big}, timeout_s=120, copy=copy)  # warm-up; check the bytes
     assert np.array_equal(r["out"], big), "64 MiB output differs from its input"
     del r
@@ -189,6 +194,10 @@ def measure(res: ResultFile, transport: str, args: argparse.Namespace) -> None:
                     res.guarded(f"{transport}.tput_{what}_64m_zerocopy",
                                 lambda w=what: throughput(c, w, big, args.tput_iters,
                                                           copy=False))
+                    if hasattr(c, "shared_array"):
+                        res.guarded(f"{transport}.tput_{what}_64m_shared",
+                                    lambda w=what: throughput(c, w, big, args.tput_iters,
+                                                              copy=False, shared=True))
     finally:
         if cluster is not None:
             t1 = time.monotonic()

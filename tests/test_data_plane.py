@@ -282,6 +282,30 @@ def test_held_zero_copy_outputs_that_fill_a_pool_never_fail_or_corrupt_a_run(
     np.testing.assert_array_equal(kept, half * 2)
 
 
+def test_a_shared_input_array_goes_and_comes_back_without_a_copy(secure: LocalCluster) -> None:
+    with secure.client() as c:
+        c.register(chain("echo2", "w1", "w2", f1="identity", f2="identity"))
+        buf = c.shared_array(MIB_4)
+        buf[:] = np.arange(MIB_4, dtype=np.float32)
+        np.testing.assert_array_equal(c.run("chain", {"x": buf}, timeout_s=60)["y"],
+                                      expected(buf))
+        # identity twice: w1 and w2 forward the handle, and we get our own memory back
+        out = c.run("echo2", {"x": buf}, timeout_s=60, copy=False)["y"]
+        buf[0] = 42.0
+        assert out[0] == 42.0 and not out.flags.writeable
+        # while w2 holds it for us, another run gets a copy, taken when it was sent
+        again = c.run("echo2", {"x": buf}, timeout_s=60)["y"]
+        buf[1] = -1.0
+        assert (again[0], again[1]) == (42.0, 1.0) and out[1] == -1.0
+        del out, again
+        for i in range(3):  # released: each run lends it again, never stale
+            buf[2] = i
+            assert c.run("echo2", {"x": buf}, timeout_s=60)["y"][2] == i
+        none_leased(c, "w1", "w2")
+        for w in ("w1", "w2"):
+            wait_for(lambda w=w: shm(c, w)["forwarded"] == 0, f"{w} to forget its forwards")
+
+
 def test_curve_roles_guard_direct_inputs(secure: LocalCluster) -> None:
     w1_inbox, w2_inbox = inbox(secure, "w1"), inbox(secure, "w2")
     as_worker = dial(secure, w1_inbox, as_name="w2", server="w1")

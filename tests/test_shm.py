@@ -320,3 +320,33 @@ def test_map_cache_is_bounded_and_evicted_views_stay_valid(pool: SegmentPool) ->
     for i, handle in enumerate(handles):
         pool.release(handle, holder=i)
     assert pool.trim(MIB) == 2 and pool.segment_count == 1
+
+
+def test_shared_input_arrays_are_lent_once_and_closed_when_dropped() -> None:
+    from interop_runtime.client.shared_inputs import SharedArrays
+
+    shared = SharedArrays(max_bytes=2 * MIB)
+    a = shared.new((1000,), np.float32)
+    a[:] = 3.0
+    first = shared.lend(a, holder=("w1", "run1"))
+    assert first is not None and first.len == a.nbytes
+    assert shared.lend(a, holder=("w2", "run1")) is None  # one consumer at a time
+    assert shared.lend(a[1:], holder=("w1", "run2")) is None  # a part is copied, not lent
+    with SegmentMaps() as maps:
+        np.testing.assert_array_equal(maps.view(first, np.float32, (1000,)), a)
+    with pytest.raises(BadHandleError):
+        shared.release(first, holder=("w2", "run1"))  # not lent to w2
+    shared.release(first, holder=("w1", "run1"))
+    second = shared.lend(a, holder=("w1", "run2"))
+    assert second is not None and second.gen == first.gen + 1  # the first one is stale now
+    with SegmentMaps() as maps, pytest.raises(BadHandleError, match="stale"):
+        maps.view(first, np.float32, (1000,))
+    with pytest.raises(BusyError):
+        shared.new((MIB,), np.float32)  # 4 MiB more is over the bound
+    token = second.token
+    del a
+    shared.forget(set())  # collects what was dropped
+    assert shared.owns(token)  # still lent: it stays
+    shared.forget({("w1", "run2")})
+    assert not shared.owns(token)  # dropped and free: closed
+    shared.close()

@@ -28,6 +28,7 @@ from interop_runtime.client.epochs import EpochWatch
 from interop_runtime.client.models import Models
 from interop_runtime.client.queries import Queries
 from interop_runtime.client.results import RunResult
+from interop_runtime.client.shared_inputs import SharedArrays
 from interop_runtime.client.sync import SyncChannel
 from interop_runtime.graph.builder import Graph
 from interop_runtime.transport.security import Security
@@ -88,8 +89,10 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
         self._epochs = EpochWatch()
         # runs in flight per replica, over all threads: what placing a run goes by
         self._inflight = Inflight()
+        self._shared_inputs = SharedArrays()  # the caller's arrays that runs send uncopied
         self._sync = SyncChannel(self.ctx, address, security=security,
-                                 max_message_bytes=max_message_bytes, inflight=self._inflight)
+                                 max_message_bytes=max_message_bytes, inflight=self._inflight,
+                                 shared_inputs=self._shared_inputs)
         self._detached: dict[str, str] = {}  # detached run -> the epoch it started under
         self._routes: dict[str, Routes | None] = {}  # graph -> direct routes (None: not direct)
         self._jobs: queue.SimpleQueue[tuple[Routes, RunMsg, dict[str, Any], float, bool]] = \
@@ -105,7 +108,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
         poller.register(self._dealer, zmq.POLLIN)
         poller.register(self._pull, zmq.POLLIN)
         self._io_direct = direct = DirectPath(self.ctx, self.security, self._max_bytes, poller,
-                                              self._inflight)
+                                              self._inflight, self._shared_inputs)
         try:
             while True:
                 for sock, _ in poller.poll(int(self._epochs.ping_every_s * 1000)):
@@ -282,6 +285,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
             self._push.send(b"")
             self._thread.join(timeout=5)
             self._push.close(0)
+        self._shared_inputs.close()  # arrays still held stay readable: their maps live on
 
     def __enter__(self) -> Client:
         return self
@@ -398,6 +402,14 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
             return self.wait(self.submit(graph, inputs, timeout_s=timeout, copy=copy),
                              timeout + 1.0, "run result")
         return RunResult(env.arrays, env.msg.body)
+
+    def shared_array(self, shape: int | tuple[int, ...], dtype: Any = np.float32) -> np.ndarray:
+        """A writable array that direct runs send to workers on this host without a copy:
+        fill it in place, pass it as an input, and do not write to it again until the run
+        has returned (client/shared_inputs.py). Elsewhere, or while a worker still holds
+        it, it is copied like any array. At most 1 GiB of them per client."""
+        return self._shared_inputs.new((shape,) if isinstance(shape, int) else tuple(shape),
+                                       dtype)
 
     async def run_async(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
                         inputs: Mapping[str, Any], *, timeout_s: float | None = None,

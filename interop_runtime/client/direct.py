@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.client.shared_inputs import SharedArrays
 from interop_runtime.client.views import ReleaseQueue
 from interop_runtime.graph.placement import PoolView, Site, place
 from interop_runtime.graph.signatures import check_array
@@ -139,6 +140,7 @@ class DirectRun:
     place: dict[str, str] = field(default_factory=dict)  # pool node -> its replica
     placed: set[str] = field(default_factory=set)  # replicas counted in flight for it
     copy: bool = True  # False: shared-memory outputs stay in the worker's segment
+    pinned: list[Any] = field(default_factory=list)  # its inputs, alive until it ends
 
     @property
     def complete(self) -> bool:
@@ -161,9 +163,11 @@ class DirectRun:
 class DirectPath:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], security: Security | None,
                  max_message_bytes: int | None, poller: zmq.Poller,
-                 inflight: Inflight | None = None) -> None:
+                 inflight: Inflight | None = None,
+                 shared_inputs: SharedArrays | None = None) -> None:
         self.ctx, self.security, self.max_bytes, self.poller = (ctx, security,
                                                                  max_message_bytes, poller)
+        self.shared_inputs = shared_inputs  # the client's, for all its threads
         self.inflight = inflight or Inflight()
         self.identity = secrets.token_bytes(16)
         self.host = host_key()
@@ -253,7 +257,8 @@ class DirectPath:
         if len(self.runs) >= MAX_DIRECT_RUNS:
             self.expire(time.monotonic(), force=True)
         rec = DirectRun(run=run, graph=routes.graph, msg_id=msg_id, wanted=set(routes.outputs),
-                        deadline=time.monotonic() + timeout_s, copy=copy)
+                        deadline=time.monotonic() + timeout_s, copy=copy,
+                        pinned=list(arrays.values()))
         batches: dict[tuple[str, str], dict[str, np.ndarray]] = {}
         keys: dict[str, tuple[str | None, str | None]] = {}
         place = rec.place = self.inflight.place(routes, Site(self.host)) or {}
@@ -287,6 +292,10 @@ class DirectPath:
         for name, array in tensors.items():
             if frames_only(array):
                 framed[name] = array
+                continue
+            lent = self.shared_inputs.lend(array, holder) if self.shared_inputs else None
+            if lent is not None:  # a shared input array: its own segment, no copy
+                shared[name] = (wire_dtype(array.dtype), list(array.shape), lent.to_wire())
                 continue
             if self.pool is None:
                 self.pool = SegmentPool(max_bytes=1 << 30)
@@ -350,11 +359,16 @@ class DirectPath:
 
     def _released(self, msg: ControlMsg, endpoint: str) -> None:
         handles = msg.args.get("handles")
-        if self.pool is None or not isinstance(handles, list):
+        if not isinstance(handles, list):
             return
+        holder = (endpoint, msg.run or "")
         for raw in handles[:1024]:
             try:
-                self.pool.release(ShmHandle.from_wire(raw), (endpoint, msg.run or ""))
+                handle = ShmHandle.from_wire(raw)
+                if self.shared_inputs is not None and self.shared_inputs.owns(handle.token):
+                    self.shared_inputs.release(handle, holder)
+                elif self.pool is not None:
+                    self.pool.release(handle, holder)
             except InteropError as exc:
                 log.warning("a worker released a segment it does not hold: %s", exc)
 
@@ -370,6 +384,9 @@ class DirectPath:
             self.inflight.add(rec.placed, -1)
         for msg_id in rec.msg_ids:
             self.by_msg.pop(msg_id, None)
+        rec.pinned.clear()
+        if failed and self.shared_inputs is not None:
+            self.shared_inputs.forget({(endpoint, rec.run) for endpoint in rec.endpoints})
         if failed and self.pool is not None:
             for endpoint in rec.endpoints:
                 self.pool.reclaim((endpoint, rec.run))

@@ -17,6 +17,7 @@ from typing import Any
 import zmq
 
 from interop_runtime.client.direct import DirectPath, DirectRun, Inflight, Routes
+from interop_runtime.client.shared_inputs import SharedArrays
 from interop_runtime.transport.security import Security
 from interop_runtime.transport.sockets import connect_dealer
 from interop_runtime.wire.codec import Envelope, decode, encode, new_id
@@ -37,14 +38,16 @@ PING_EVERY_S = 1.0
 class SyncChannel:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], address: str, *,
                  security: Security | None, max_message_bytes: int | None,
-                 inflight: Inflight | None = None) -> None:
+                 inflight: Inflight | None = None,
+                 shared_inputs: SharedArrays | None = None) -> None:
         self._connect = lambda: connect_dealer(ctx, address, security=security,
                                                max_message_bytes=max_message_bytes)
         self._sock: zmq.Socket[bytes] | None = None
         self._lock = threading.Lock()
         self.address = address
         self._poller = zmq.Poller()
-        self._direct = DirectPath(ctx, security, max_message_bytes, self._poller, inflight)
+        self._direct = DirectPath(ctx, security, max_message_bytes, self._poller, inflight,
+                                  shared_inputs)
 
     def run_direct(self, routes: Routes, msg: RunMsg, arrays: Mapping[str, Any],
                    timeout_s: float, *, epoch: str | None, copy: bool = True

@@ -114,7 +114,9 @@ def _round_capacity(nbytes: int, min_segment: int) -> int:
     return max(min_segment, 1 << max(nbytes - 1, 0).bit_length())
 
 
-def _create(token: str, size: int) -> tuple[mmap.mmap, int]:
+def create_segment(token: str, size: int) -> tuple[mmap.mmap, int]:
+    """A new segment of ``size`` bytes (header included), mode 0600, its magic written:
+    its map and its fd."""
     fd = os.memfd_create(f"interop-{token}", os.MFD_CLOEXEC)
     try:
         os.fchmod(fd, 0o600)
@@ -257,7 +259,7 @@ class SegmentPool:
                             f"{nbytes} asked")
         token = secrets.token_hex(16)
         try:
-            mm, fd = _create(token, HEADER_BYTES + capacity)
+            mm, fd = create_segment(token, HEADER_BYTES + capacity)
         except OSError as e:
             # out of fds or memory: the caller falls back to frames, as when full
             raise BusyError(f"shared-memory pool cannot create a segment: {e.strerror}") from None
