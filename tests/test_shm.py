@@ -350,3 +350,29 @@ def test_shared_input_arrays_are_lent_once_and_closed_when_dropped() -> None:
     shared.forget({("w1", "run2")})
     assert not shared.owns(token)  # dropped and free: closed
     shared.close()
+
+
+def test_a_release_is_checked_whole_and_only_its_holder_may_send_it() -> None:
+    from interop_runtime.worker.dataplane import DataPlane
+
+    host = host_key()
+    plane = DataPlane(host, pool_bytes=8 * MIB)
+    assert plane.pool is not None and plane.maps is not None
+    own = plane.pool.write(np.ones(16, np.uint8), holder=("c", "r"))
+    forged = {**own.to_wire(), "token": "0" * 32}
+    for handles in ([own.to_wire(), forged], [own.to_wire(), own.to_wire()]):
+        with pytest.raises(BadHandleError):  # one bad handle, or one twice: nothing freed
+            plane.released(handles, ("c", "r"))
+        assert plane.pool.leased_count == 1
+    with SegmentPool(max_bytes=MIB, min_segment=MIB) as sender:  # a segment we received
+        got = sender.write(np.arange(1 << 16, dtype=np.float32), holder="plane")  # 256 KiB
+        view = plane.maps.view(got, np.float32, (1 << 16,))
+        _, shared = plane.split({"y": view}, host, ("d", "r"), [(b"s", got)])
+        assert shared["y"][2]["token"] == got.token  # forwarded, not copied
+        with pytest.raises(BadHandleError, match="not forwarded to this peer"):
+            plane.released([got.to_wire()], ("e", "r"))  # a stranger that knows the handle
+        assert plane.released([got.to_wire()], ("d", "r")) == {b"s": [got]}
+        assert plane.forwards == {}
+    plane.released([own.to_wire()], ("c", "r"))
+    assert plane.pool.leased_count == 0
+    plane.close()

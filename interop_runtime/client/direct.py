@@ -55,6 +55,7 @@ from interop_runtime.wire.messages import (
 log = logging.getLogger("interop.client")
 
 MAX_DIRECT_RUNS = 10_000  # runs one path collects at once
+LEASE_S = 600.0  # SPEC 17.4: a lease not released within this is taken back
 WARM_TIMEOUT_S = 5.0
 
 
@@ -179,6 +180,7 @@ class DirectPath:
         self.runs: dict[str, DirectRun] = {}
         self.by_msg: dict[str, str] = {}  # id of a DATA or RUN we sent -> its run
         self.dropped = ReleaseQueue()  # zero-copy outputs the caller let go of
+        self._next_lease_check = 0.0
 
     # --- sockets ---------------------------------------------------------------------------
 
@@ -254,6 +256,7 @@ class DirectPath:
         (checked) inputs to their workers; a pool node's only to its placed replica.
         ``copy=False``: its shared-memory outputs come back as read-only views."""
         self.dropped.flush()
+        self._expire_leases(time.monotonic())
         if len(self.runs) >= MAX_DIRECT_RUNS:
             self.expire(time.monotonic(), force=True)
         rec = DirectRun(run=run, graph=routes.graph, msg_id=msg_id, wanted=set(routes.outputs),
@@ -391,13 +394,26 @@ class DirectPath:
             for endpoint in rec.endpoints:
                 self.pool.reclaim((endpoint, rec.run))
 
+    def _expire_leases(self, now: float) -> None:
+        """Once a second at most: a worker that forgot a release (its run was cancelled
+        after it ended here) must not keep our segments for good."""
+        if now < self._next_lease_check:
+            return
+        self._next_lease_check = now + 1.0
+        if self.pool is not None:
+            self.pool.expire(now, LEASE_S)
+        if self.shared_inputs is not None:
+            self.shared_inputs.expire(now, LEASE_S)
+
     def run_of(self, msg_id: str | None) -> DirectRun | None:
         return self.runs.get(self.by_msg.get(msg_id or "", ""))
 
     def expire(self, now: float, *, force: bool = False) -> list[tuple[DirectRun, InteropError]]:
         """Runs past their deadline (the coordinator's timeout normally ends them first).
-        Also sends the releases of zero-copy outputs dropped since the last call."""
+        Also sends the releases of zero-copy outputs dropped since the last call, and takes
+        back leases of our segments that no worker released in time."""
         self.dropped.flush()
+        self._expire_leases(now)
         late = [r for r in self.runs.values() if now > r.deadline + 5.0]
         if force and not late:
             late = [min(self.runs.values(), key=lambda r: r.deadline)]

@@ -23,6 +23,7 @@ import mmap
 import os
 import secrets
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Hashable
@@ -50,6 +51,7 @@ class _Segment:
     nbytes: int
     gen: int = 0
     holder: Hashable = None  # the (endpoint, run) it is lent to, if any
+    lent_at: float = 0.0
     dropped: bool = False
 
     def close(self) -> None:
@@ -95,7 +97,8 @@ class SharedArrays:
             self._segments[token] = seg
         owner = _Owner(raw.view(want).reshape(shape))
         weakref.finalize(owner, self._dropped.append, token)
-        return np.asarray(owner)
+        # .view(dtype): the interface spells extension dtypes (bfloat16) as raw bytes
+        return np.asarray(owner).view(want)
 
     def owns(self, token: str) -> bool:
         return token in self._segments
@@ -114,7 +117,7 @@ class SharedArrays:
                 return None
             seg.gen += 1
             GEN_STRUCT.pack_into(seg.mm, GEN_OFFSET, seg.gen)
-            seg.holder = holder
+            seg.holder, seg.lent_at = holder, time.monotonic()
             return ShmHandle(seg.token, os.getpid(), seg.fd, HEADER_BYTES, seg.nbytes, seg.gen)
 
     def release(self, handle: ShmHandle, holder: Hashable) -> None:
@@ -134,6 +137,14 @@ class SharedArrays:
         with self._lock:
             for seg in self._segments.values():
                 if seg.holder in holders:
+                    seg.holder = None
+            self._collect()
+
+    def expire(self, now: float, lease_s: float) -> None:
+        """Take back loans older than ``lease_s`` (a consumer that never released)."""
+        with self._lock:
+            for seg in self._segments.values():
+                if seg.holder is not None and now - seg.lent_at > lease_s:
                     seg.holder = None
             self._collect()
 

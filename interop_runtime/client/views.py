@@ -53,7 +53,8 @@ class ReleaseQueue:
              handle: dict[str, Any]) -> np.ndarray:
         """A read-only array over ``view`` that queues its release once dropped."""
         item = (sock, run, handle)
-        return np.asarray(_Lease(view, lambda: self._dropped.append(item)))
+        # .view(dtype): the interface spells extension dtypes (bfloat16) as raw bytes
+        return np.asarray(_Lease(view, lambda: self._dropped.append(item))).view(view.dtype)
 
     def flush(self) -> int:
         """Send every queued release, one message per socket and run; returns how many
@@ -68,7 +69,11 @@ class ReleaseQueue:
                 continue  # the client closed: the worker takes them back when they expire
             for i in range(0, len(handles), MAX_HANDLES_PER_RELEASE):
                 part = handles[i:i + MAX_HANDLES_PER_RELEASE]
-                send_msg(sock, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
-                                          action="release", run=run, args={"handles": part}))
+                try:  # never wait on a worker that stopped reading: its leases expire
+                    send_msg(sock, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
+                                              action="release", run=run,
+                                              args={"handles": part}), flags=zmq.NOBLOCK)
+                except zmq.Again:
+                    continue
                 sent += len(part)
         return sent

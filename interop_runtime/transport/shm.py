@@ -140,6 +140,7 @@ class _Segment:
     holder: Hashable = None
     leased_at: float = 0.0
     nbytes: int = 0
+    group: str | None = None  # the share of the pool its lease counts against
 
     def close(self) -> None:
         try:
@@ -161,6 +162,7 @@ class SegmentPool:
         # holder -> tokens it holds; only holders with a lease have an entry,
         # so this table is bounded by the segment count, not by the peers seen
         self._held: dict[Hashable, set[str]] = {}
+        self._group_bytes: dict[str, int] = {}  # capacity leased per group (a few names)
 
     @property
     def capacity_bytes(self) -> int:
@@ -174,11 +176,25 @@ class SegmentPool:
     def segment_count(self) -> int:
         return len(self._segments)
 
-    def lease(self, nbytes: int, holder: Hashable) -> tuple[ShmHandle, np.ndarray]:
-        """A segment for ``holder`` and a writable uint8 view of its first ``nbytes``."""
+    def lease(self, nbytes: int, holder: Hashable, *, group: str | None = None,
+              group_limit: int | None = None) -> tuple[ShmHandle, np.ndarray]:
+        """A segment for ``holder`` and a writable uint8 view of its first ``nbytes``.
+        With ``group``: BusyError rather than let that group's leases pass ``group_limit``
+        bytes of capacity (a share of the pool for holders that may keep leases long)."""
         if nbytes < 0:
             raise ValueError("nbytes must be non-negative")
+        held = self._group_bytes.get(group, 0) if group is not None else 0
+        if group_limit is not None and held + _round_capacity(nbytes, self.min_segment) \
+                > group_limit:
+            raise BusyError(f"{group} leases hold {held} of the {group_limit} bytes of the "
+                            f"pool they may take")
         seg = self._free_fitting(nbytes) or self._new_segment(nbytes)
+        if group_limit is not None and held + seg.capacity > group_limit:
+            raise BusyError(f"{group} leases hold {held} of the {group_limit} bytes of the "
+                            f"pool they may take")  # the free segment that fits is too big
+        if group is not None:
+            seg.group = group
+            self._group_bytes[group] = self._group_bytes.get(group, 0) + seg.capacity
         seg.gen += 1
         GEN_STRUCT.pack_into(seg.mm, GEN_OFFSET, seg.gen)
         seg.leased, seg.holder, seg.nbytes = True, holder, nbytes
@@ -188,17 +204,29 @@ class SegmentPool:
         handle = ShmHandle(seg.token, os.getpid(), seg.fd, HEADER_BYTES, nbytes, seg.gen)
         return handle, view
 
-    def write(self, array: np.ndarray, holder: Hashable) -> ShmHandle:
+    def write(self, array: np.ndarray, holder: Hashable, *, group: str | None = None,
+              group_limit: int | None = None) -> ShmHandle:
         """Copy ``array``'s C-order bytes into a leased segment."""
         if array.dtype.hasobject:
             raise TypeError("object arrays cannot go into shared memory")
         data = np.ascontiguousarray(array)
-        handle, view = self.lease(data.nbytes, holder)
+        handle, view = self.lease(data.nbytes, holder, group=group, group_limit=group_limit)
         view[:] = data.reshape(-1).view(np.uint8)
         return handle
 
     def release(self, handle: ShmHandle, holder: Hashable) -> None:
         """``holder`` is done with ``handle``: the segment may be leased again."""
+        self._free(self._releasable(handle, holder))
+
+    def check_release(self, handle: ShmHandle, holder: Hashable, *, again: bool = False
+                      ) -> None:
+        """Raise BadHandleError where ``release`` would, freeing nothing; ``again``: the
+        same handle is already in this release (a second copy of it is refused)."""
+        self._releasable(handle, holder)
+        if again:
+            raise BadHandleError("shm handle is released twice", field="shm")
+
+    def _releasable(self, handle: ShmHandle, holder: Hashable) -> _Segment:
         seg = self._segments.get(handle.token)
         if seg is None or handle.pid != os.getpid() or handle.fd != seg.fd:
             raise BadHandleError("shm handle names no segment of this pool", field="shm")
@@ -210,7 +238,7 @@ class SegmentPool:
         if seg.holder != holder:
             # a peer may only release what was sent to it
             raise BadHandleError("shm segment is held by another peer", field="shm")
-        self._free(seg)
+        return seg
 
     def reclaim(self, holder: Hashable) -> int:
         """Take back every segment ``holder`` holds (it is gone, or will not release):
@@ -291,4 +319,6 @@ class SegmentPool:
             tokens.discard(seg.token)
             if not tokens:
                 del self._held[seg.holder]
-        seg.leased, seg.holder, seg.nbytes = False, None, 0
+        if seg.group is not None:
+            self._group_bytes[seg.group] -= seg.capacity
+        seg.leased, seg.holder, seg.nbytes, seg.group = False, None, 0, None

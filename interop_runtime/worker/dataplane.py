@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Hashable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,7 +22,7 @@ from interop_runtime.transport.shm import SegmentPool, ShmHandle, frames_only
 from interop_runtime.transport.shm_maps import SegmentMaps
 from interop_runtime.wire.codec import Envelope
 from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
-from interop_runtime.wire.errors import BadHandleError
+from interop_runtime.wire.errors import BadHandleError, BusyError
 from interop_runtime.wire.messages import DataMsg, TensorMeta
 from interop_runtime.worker.state import RunMeta, WorkerState
 
@@ -29,8 +31,22 @@ log = logging.getLogger("interop.worker")
 DEFAULT_POOL_BYTES = 4 << 30
 MAX_RUNS_TRACKED = 10_000  # runs whose leases a cancel can reclaim
 DEFAULT_LEASE_S = 600.0  # the longest a consumer may hold a segment before it is reclaimed
+# the share of the pool that leases to clients may take: a client may hold outputs as
+# zero-copy views, and must not leave worker-to-worker edges without room
+CLIENT_SHARE = 0.5
 
 Shared = dict[str, tuple[str, list[int], dict[str, Any]]]  # name -> (dtype, shape, handle)
+
+
+@dataclass
+class _Forward:
+    """A received segment we sent on by the same handle: whom we owe its release
+    (``sender``, ``handle``), and the consumers that owe us theirs, with how many times."""
+
+    sender: bytes
+    handle: ShmHandle
+    run: str
+    holders: Counter[Hashable] = field(default_factory=Counter)
 
 
 class DataPlane:
@@ -41,9 +57,9 @@ class DataPlane:
         self.maps = SegmentMaps() if host else None
         self.lease_s = lease_s
         self.holders_by_run: dict[str, set[Hashable]] = {}
-        # (token, gen) of a received segment forwarded downstream -> [sender, handle, count,
-        # run]; bounded by the leases we hold, and dropped with a cancelled run
-        self.forwards: dict[tuple[str, int], list[Any]] = {}
+        # (token, gen) of a received segment forwarded downstream; bounded by the leases we
+        # hold, and dropped with a cancelled run
+        self.forwards: dict[tuple[str, int], _Forward] = {}
         self._next_expiry = 0.0
 
     # --- receiving --------------------------------------------------------------------------
@@ -84,24 +100,43 @@ class DataPlane:
     # --- sending ------------------------------------------------------------------------------
 
     def split(self, tensors: Mapping[str, np.ndarray], peer_host: str | None,
-              holder: tuple[str, str], upstream: list[tuple[bytes, ShmHandle]]
-              ) -> tuple[dict[str, np.ndarray], Shared]:
+              holder: tuple[str, str], upstream: list[tuple[bytes, ShmHandle]], *,
+              to_client: bool = False) -> tuple[dict[str, np.ndarray], Shared]:
         """Which tensors go as frames and which as handles for a consumer on ``peer_host``;
         ``holder`` (consumer, run) is who must release them. Raises BusyError when the pool
-        is full."""
+        is full, or (``to_client``) when leases to clients would pass their share."""
         if self.pool is None or peer_host != self.host:
             return self.owned(tensors), {}
         framed: dict[str, np.ndarray] = {}
         shared: Shared = {}
-        for name, array in tensors.items():
-            if frames_only(array):
-                framed[name] = self.owned({name: array})[name]
-                continue
-            handle = self._forwardable(array, upstream, holder[1])
-            if handle is None:
-                handle = self.pool.write(np.ascontiguousarray(array), holder)
-                self._note_holder(holder)
-            shared[name] = (wire_dtype(array.dtype), list(array.shape), handle.to_wire())
+        forwarded: list[tuple[bytes, ShmHandle]] = []  # noted only once all went well
+        written = False
+        try:
+            for name, array in tensors.items():
+                if frames_only(array):
+                    framed[name] = self.owned({name: array})[name]
+                    continue
+                handle, lease = self._forwardable(array, upstream)
+                if handle is not None and lease is not None:
+                    forwarded.append(lease)
+                else:
+                    handle = self.pool.write(
+                        np.ascontiguousarray(array), holder,
+                        group="client" if to_client else None,
+                        group_limit=int(self.pool.max_bytes * CLIENT_SHARE) if to_client
+                        else None)
+                    written = True
+                shared[name] = (wire_dtype(array.dtype), list(array.shape), handle.to_wire())
+        except BusyError:
+            if written:
+                self.pool.reclaim(holder)  # nothing of this split goes out
+            raise
+        if written:
+            self._note_holder(holder)
+        for sender, up in forwarded:
+            entry = self.forwards.setdefault((up.token, up.gen),
+                                             _Forward(sender, up, holder[1]))
+            entry.holders[holder] += 1
         return framed, shared
 
     def owned(self, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -118,20 +153,19 @@ class DataPlane:
         if len(self.holders_by_run) > MAX_RUNS_TRACKED:  # oldest first: those expire instead
             del self.holders_by_run[next(iter(self.holders_by_run))]
 
-    def _forwardable(self, array: np.ndarray, upstream: list[tuple[bytes, ShmHandle]],
-                     run: str) -> ShmHandle | None:
-        """A handle for ``array`` if it is a view of a segment we received for this node."""
+    def _forwardable(self, array: np.ndarray, upstream: list[tuple[bytes, ShmHandle]]
+                     ) -> tuple[ShmHandle | None, tuple[bytes, ShmHandle] | None]:
+        """A handle for ``array`` if it is a view of a segment we received for this node,
+        and that segment's lease (sender, handle)."""
         if self.maps is None or not upstream:
-            return None
+            return None, None
         handle = self.maps.locate(array)
         if handle is None:
-            return None
+            return None, None
         for sender, up in upstream:
             if (up.token, up.gen) == (handle.token, handle.gen):
-                entry = self.forwards.setdefault((up.token, up.gen), [sender, up, 0, run])
-                entry[2] += 1
-                return handle
-        return None
+                return handle, (sender, up)
+        return None, None
 
     # --- releasing ----------------------------------------------------------------------------
 
@@ -148,26 +182,44 @@ class DataPlane:
     def released(self, handles: list[Any], holder: tuple[str, str]
                  ) -> dict[bytes, list[ShmHandle]]:
         """A consumer released ``handles``: free our segments, and return the upstream
-        releases that forwarded segments now allow. Raises BadHandleError."""
-        upstream: dict[bytes, list[ShmHandle]] = {}
-        for raw in handles:
-            handle = ShmHandle.from_wire(raw)
-            fwd = self.forwards.get((handle.token, handle.gen))
+        releases that forwarded segments now allow. Every handle is checked before any is
+        freed: one that was not sent to ``holder`` (or not that many times) raises
+        BadHandleError, and nothing is freed."""
+        parsed = [ShmHandle.from_wire(raw) for raw in handles]
+        owed: Counter[tuple[str, int]] = Counter()
+        for handle in parsed:
+            key = (handle.token, handle.gen)
+            fwd = self.forwards.get(key)
             if fwd is not None:
-                fwd[2] -= 1
-                if fwd[2] <= 0:
-                    del self.forwards[(handle.token, handle.gen)]
-                    upstream.setdefault(fwd[0], []).append(fwd[1])
-                continue
-            if self.pool is None:
+                owed[key] += 1
+                if owed[key] > fwd.holders[holder]:
+                    raise BadHandleError("shm segment was not forwarded to this peer",
+                                         field="handles")
+            elif self.pool is None:
                 raise BadHandleError("this process has no shared memory to release",
                                      field="handles")
-            self.pool.release(handle, holder)
+            else:
+                self.pool.check_release(handle, holder, again=owed[key] > 0)
+                owed[key] += 1
+        upstream: dict[bytes, list[ShmHandle]] = {}
+        for handle in parsed:
+            key = (handle.token, handle.gen)
+            fwd = self.forwards.get(key)
+            if fwd is None:
+                assert self.pool is not None
+                self.pool.release(handle, holder)
+                continue
+            fwd.holders[holder] -= 1
+            if fwd.holders[holder] <= 0:
+                del fwd.holders[holder]
+            if not fwd.holders:
+                del self.forwards[key]
+                upstream.setdefault(fwd.sender, []).append(fwd.handle)
         return upstream
 
     def cancel(self, run: str) -> int:
         """A run ended badly: its consumers will not release, so take their segments back."""
-        for key in [k for k, f in self.forwards.items() if f[3] == run]:
+        for key in [k for k, f in self.forwards.items() if f.run == run]:
             del self.forwards[key]  # its consumers will not release; its producer reclaims
         if self.pool is None:
             return 0

@@ -32,7 +32,7 @@ def parse_roots(value: str | os.PathLike[str] | None) -> tuple[Path, ...]:
 
 
 def _looks_like_path(value: str) -> bool:
-    if not value or "\n" in value:
+    if not value:
         return False
     if "/" in value or os.sep in value or value.startswith(("~", ".")):
         return True

@@ -111,9 +111,9 @@ class Outbox:
         holder = (client, ready.run)
         try:
             framed, shared = self.plane.split(results, ready.meta.client_host, holder,
-                                              ready.meta.leases)
-        except InteropError:
-            return False  # the pool is full: the coordinator relays them as frames
+                                              ready.meta.leases, to_client=True)
+        except InteropError:  # clients hold their share of the pool: frames, straight
+            framed, shared = self.plane.split(results, None, holder, ready.meta.leases)
         msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=ready.graph,
                       run=ready.run, node=ready.plan.node, timings=timings)
         try:
