@@ -127,6 +127,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                             copy=False)))
                 for rec, exc in direct.expire(time.monotonic()):
                     self._direct_event((rec, exc))
+                self._sync.flush_releases()  # views dropped after a blocking run
                 ping = self._epochs.ping_due()
                 if ping is not None:
                     self._dealer.send_multipart(encode(ping), copy=False)
@@ -368,7 +369,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
 
         ``copy=False``: outputs that a worker on this host sent through shared memory come
         back as read-only views of its segment, not copies; the segment is released when
-        the last view of it is dropped (client/views.py), with this client's next run. Hold
+        the last view of it is dropped (client/views.py), within about a second. Hold
         them as briefly as you can: each one keeps a segment of the worker's pool, and
         once that is full, later outputs come the slow way, as frames via the
         coordinator."""

@@ -73,6 +73,17 @@ class SyncChannel:
         finally:
             self._lock.release()
 
+    def flush_releases(self) -> None:
+        """Send the releases of zero-copy outputs dropped since this channel's last run,
+        unless a caller is using it (then its run sends them). For the I/O thread, which
+        calls it about once a second, so an idle client gives segments back too."""
+        if not self._direct.dropped.pending or not self._lock.acquire(blocking=False):
+            return  # nothing to send (the usual case: no lock taken from a caller's run)
+        try:
+            self._direct.dropped.flush()
+        finally:
+            self._lock.release()
+
     def _socket(self) -> zmq.Socket[bytes]:
         if self._sock is None:
             self._sock = self._connect()

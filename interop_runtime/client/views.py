@@ -9,7 +9,8 @@ unreleased (its 600 s lease ran out, the run was cancelled) leaves its pool unwr
 (transport/shm.py).
 
 The release is queued when the garbage collector frees the array, on whatever thread that
-is, and sent by the thread that owns the sockets the next time it runs or polls.
+is, and sent by the thread that owns the sockets the next time it runs or polls: with the
+next run, or within about a second from the client's I/O thread.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class ReleaseQueue:
 
     def __init__(self) -> None:
         self._dropped: deque[Dropped] = deque()  # appended from any thread
+
+    @property
+    def pending(self) -> int:
+        return len(self._dropped)
 
     def hold(self, view: np.ndarray, sock: zmq.Socket[bytes], run: str,
              handle: dict[str, Any]) -> np.ndarray:
