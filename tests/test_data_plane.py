@@ -251,6 +251,15 @@ def test_zero_copy_outputs_stay_put_while_held_and_go_back_when_dropped(
         np.testing.assert_array_equal(part, expected(xs[0])[:10])
         del part  # and no run after it: the client's I/O thread sends the release
         none_leased(c, "w1", "w2")
+        # the asynchronous path, from other threads: views dropped there go back as well
+        futures = [c.submit("chain", {"x": x}, copy=False) for x in xs]
+        ys = [f.result(timeout=60)["y"] for f in futures]
+        for x, y in zip(xs, ys, strict=True):
+            assert not y.flags.writeable
+            np.testing.assert_array_equal(y, expected(x))
+        del futures, y  # the Futures hold their results too
+        threading.Thread(target=ys.clear).start()
+        none_leased(c, "w1", "w2")
 
 
 def test_zero_copy_outputs_past_the_clients_share_of_a_pool_come_as_frames(
