@@ -86,6 +86,20 @@ def latency_rows(rep: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | N
     return rows
 
 
+# our 64 MiB rows per transport: (label, bench section, result key after "<transport>.")
+OURS_64M = (
+    ("**ours: chain w1 -> w2**", "runtime", "tput_chain_64m"),
+    ("ours: one worker", "runtime", "tput_one_64m"),
+    ("**ours: chain, zero-copy outputs**", "runtime", "tput_chain_64m_zerocopy"),
+    ("ours: one worker, zero-copy outputs", "runtime", "tput_one_64m_zerocopy"),
+    ("ours: chain, shared input array + zero-copy outputs", "runtime", "tput_chain_64m_shared"),
+    ("ours: chain, malloc-keep", "runtime-malloc", "tput_chain_64m"),
+    ("ours: one worker, malloc-keep", "runtime-malloc", "tput_one_64m"),
+    ("ours: chain, malloc THP", "runtime-thp", "tput_chain_64m"),
+    ("ours: one worker, malloc THP", "runtime-thp", "tput_one_64m"),
+)
+
+
 def throughput_rows(rep: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] | None]]:
     trs = rep["config"]["transports"].split(",")
     rows: list[tuple[str, str, dict[str, Any] | None]] = [
@@ -99,22 +113,7 @@ def throughput_rows(rep: dict[str, Any]) -> list[tuple[str, str, dict[str, Any] 
         rows.append(("raw pyzmq one way, malloc THP", t, _get(rep, "zmq-thp", f"{t}.oneway_64m")))
         rows.append(("raw pyzmq round trip, malloc THP", t, _get(rep, "zmq-thp", f"{t}.rt_64m")))
     for t in trs:
-        rows.append(("**ours: chain w1 -> w2**", t, _get(rep, "runtime", f"{t}.tput_chain_64m")))
-        rows.append(("ours: one worker", t, _get(rep, "runtime", f"{t}.tput_one_64m")))
-        rows.append(("**ours: chain, zero-copy outputs**", t,
-                     _get(rep, "runtime", f"{t}.tput_chain_64m_zerocopy")))
-        rows.append(("ours: one worker, zero-copy outputs", t,
-                     _get(rep, "runtime", f"{t}.tput_one_64m_zerocopy")))
-        rows.append(("ours: chain, shared input array + zero-copy outputs", t,
-                     _get(rep, "runtime", f"{t}.tput_chain_64m_shared")))
-        rows.append(("ours: chain, malloc-keep", t,
-                     _get(rep, "runtime-malloc", f"{t}.tput_chain_64m")))
-        rows.append(("ours: one worker, malloc-keep", t,
-                     _get(rep, "runtime-malloc", f"{t}.tput_one_64m")))
-        rows.append(("ours: chain, malloc THP", t,
-                     _get(rep, "runtime-thp", f"{t}.tput_chain_64m")))
-        rows.append(("ours: one worker, malloc THP", t,
-                     _get(rep, "runtime-thp", f"{t}.tput_one_64m")))
+        rows += [(label, t, _get(rep, section, f"{t}.{key}")) for label, section, key in OURS_64M]
     rows.append(("Ray actor call (echo)", "ray", _get(rep, "ray-core", "echo_64m")))
     rows.append(("**Ray chain of two actors**", "ray", _get(rep, "ray-core", "chain_64m")))
     rows.append(("**Ray Compiled Graph, two actors**", "ray shm",
