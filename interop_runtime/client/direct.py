@@ -56,6 +56,7 @@ log = logging.getLogger("interop.client")
 
 MAX_DIRECT_RUNS = 10_000  # runs one path collects at once
 LEASE_S = 600.0  # SPEC 17.4: a lease not released within this is taken back
+RETURN_WAIT_S = 0.005  # about what copying 32 MiB costs
 WARM_TIMEOUT_S = 5.0
 
 
@@ -235,6 +236,26 @@ class DirectPath:
                 if event is not None:
                     done.append(event)
         return done
+
+    def await_returns(self, arrays: Mapping[str, Any], timeout_s: float = RETURN_WAIT_S) -> None:
+        """Shared input arrays lent to a run that ended here come back once the releases
+        pass back through its workers (an output that forwarded ours, dropped just now):
+        read those releases, up to ``timeout_s``, rather than copy the arrays."""
+        if self.shared_inputs is None or not self.sockets:
+            return
+        shared = self.shared_inputs
+        deadline = time.monotonic() + timeout_s
+        waiting = [a for a in arrays.values() if isinstance(a, np.ndarray)
+                   and shared.returning(a, self.runs)]
+        if not waiting:
+            return
+        poller = zmq.Poller()
+        for sock in self.sockets.values():
+            poller.register(sock, zmq.POLLIN)
+        while (left := deadline - time.monotonic()) > 0 and any(
+                shared.returning(a, self.runs) for a in waiting):
+            for sock, _ in poller.poll(max(1, int(left * 1000))):
+                self.on_frames(sock, sock.recv_multipart(copy=False))
 
     @staticmethod
     def check_inputs(routes: Routes, arrays: Mapping[str, Any]) -> None:

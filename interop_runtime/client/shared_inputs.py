@@ -26,7 +26,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Container, Hashable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -119,6 +119,14 @@ class SharedArrays:
             GEN_STRUCT.pack_into(seg.mm, GEN_OFFSET, seg.gen)
             seg.holder, seg.lent_at = holder, time.monotonic()
             return ShmHandle(seg.token, os.getpid(), seg.fd, HEADER_BYTES, seg.nbytes, seg.gen)
+
+    def returning(self, array: np.ndarray, live_runs: Container[str]) -> bool:
+        """Whether ``array`` is a shared array lent to a run that has ended here: its
+        release is on its way back."""
+        addr: int = array.__array_interface__["data"][0]
+        seg = next((s for s in list(self._segments.values()) if s.base == addr), None)
+        holder = seg.holder if seg is not None else None
+        return isinstance(holder, tuple) and holder[1] not in live_runs
 
     def release(self, handle: ShmHandle, holder: Hashable) -> None:
         """``holder`` is done reading; raises BadHandleError for a handle not lent to it."""

@@ -60,6 +60,7 @@ class SyncChannel:
             sock = self._socket()
             self._direct.warm_up(routes)
             self._direct.drain()
+            self._direct.await_returns(arrays)
             # the data first: the record goes out right after, off the data's path (the
             # coordinator keeps completions that arrive before the record)
             rec = self._direct.start(routes, msg.run, msg.id, arrays, timeout_s, copy=copy)
