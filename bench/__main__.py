@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help="fewer iterations (about 1 minute in all)")
+                    help="fewer iterations (about 4-5 minutes in all on 2 vCPUs)")
     ap.add_argument("--iters", type=int, help="timed 1 KiB round trips per measurement "
                                               "(default 2000; --quick 300)")
     ap.add_argument("--warmup", type=int, help="untimed round trips first (default 200; quick 50)")
