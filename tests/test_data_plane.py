@@ -300,6 +300,14 @@ def test_a_shared_input_array_goes_and_comes_back_without_a_copy(secure: LocalCl
             assert out[2] == i
             del out
         none_leased(c, "w1", "w2")
+    with secure.client() as c:  # the same from submit(), in the client's I/O thread
+        buf = c.shared_array(MIB_4)
+        for i in range(3):
+            fut = c.submit("echo2", {"x": buf}, copy=False)
+            out = fut.result(timeout=60)["y"]
+            buf[3] = i
+            assert out[3] == i
+            del out, fut
         for w in ("w1", "w2"):
             wait_for(lambda w=w: shm(c, w)["forwarded"] == 0, f"{w} to forget its forwards")
 

@@ -127,7 +127,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                             copy=False)))
                 for rec, exc in direct.expire(time.monotonic()):
                     self._direct_event((rec, exc))
-                self._sync.flush_releases()  # views dropped after a blocking run
+                self._sync.flush_releases(time.monotonic())  # after blocking runs
                 ping = self._epochs.ping_due()
                 if ping is not None:
                     self._dealer.send_multipart(encode(ping), copy=False)
@@ -145,7 +145,8 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
         """I/O thread: a submitted direct run."""
         assert self._io_direct is not None
         try:
-            for event in self._io_direct.warm_up(routes):
+            for event in [*self._io_direct.warm_up(routes),
+                          *self._io_direct.await_returns(arrays)]:
                 self._direct_event(event)
             msg.place = self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s,
                                               copy=copy).place or None

@@ -237,25 +237,32 @@ class DirectPath:
                     done.append(event)
         return done
 
-    def await_returns(self, arrays: Mapping[str, Any], timeout_s: float = RETURN_WAIT_S) -> None:
+    def await_returns(self, arrays: Mapping[str, Any], timeout_s: float = RETURN_WAIT_S
+                      ) -> list[tuple[DirectRun, InteropError | None]]:
         """Shared input arrays lent to a run that ended here come back once the releases
         pass back through its workers (an output that forwarded ours, dropped just now):
-        read those releases, up to ``timeout_s``, rather than copy the arrays."""
+        read those releases, up to ``timeout_s``, rather than copy the arrays. Returns
+        what other runs' messages, read meanwhile, completed or failed."""
         if self.shared_inputs is None or not self.sockets:
-            return
+            return []
+        self.dropped.flush()  # the releases that start the way back, if not sent yet
         shared = self.shared_inputs
         deadline = time.monotonic() + timeout_s
         waiting = [a for a in arrays.values() if isinstance(a, np.ndarray)
                    and shared.returning(a, self.runs)]
         if not waiting:
-            return
+            return []
         poller = zmq.Poller()
         for sock in self.sockets.values():
             poller.register(sock, zmq.POLLIN)
+        events = []
         while (left := deadline - time.monotonic()) > 0 and any(
                 shared.returning(a, self.runs) for a in waiting):
             for sock, _ in poller.poll(max(1, int(left * 1000))):
-                self.on_frames(sock, sock.recv_multipart(copy=False))
+                event = self.on_frames(sock, sock.recv_multipart(copy=False))
+                if event is not None:
+                    events.append(event)
+        return events
 
     @staticmethod
     def check_inputs(routes: Routes, arrays: Mapping[str, Any]) -> None:

@@ -33,6 +33,7 @@ from interop_runtime.wire.messages import (
 )
 
 PING_EVERY_S = 1.0
+FLUSH_EVERY_S = 0.05  # the I/O thread's look at an idle blocking channel
 
 
 class SyncChannel:
@@ -44,6 +45,7 @@ class SyncChannel:
                                                max_message_bytes=max_message_bytes)
         self._sock: zmq.Socket[bytes] | None = None
         self._lock = threading.Lock()
+        self._next_flush = 0.0
         self.address = address
         self._poller = zmq.Poller()
         self._direct = DirectPath(ctx, security, max_message_bytes, self._poller, inflight,
@@ -74,14 +76,18 @@ class SyncChannel:
         finally:
             self._lock.release()
 
-    def flush_releases(self) -> None:
+    def flush_releases(self, now: float) -> None:
         """Send the releases of zero-copy outputs dropped since this channel's last run,
-        unless a caller is using it (then its run sends them). For the I/O thread, which
-        calls it about once a second, so an idle client gives segments back too."""
-        if not self._direct.dropped.pending or not self._lock.acquire(blocking=False):
-            return  # nothing to send (the usual case: no lock taken from a caller's run)
+        and read the releases workers sent back, unless a caller is using it (then its run
+        does). For the I/O thread, which calls it as it loops (at least once a second), so
+        an idle client gives segments back and gets its shared arrays back too."""
+        if now < self._next_flush or not self._direct.sockets:
+            return
+        self._next_flush = now + FLUSH_EVERY_S
+        if not self._lock.acquire(blocking=False):
+            return
         try:
-            self._direct.dropped.flush()
+            self._direct.drain()  # sends the queued releases first
         finally:
             self._lock.release()
 
