@@ -124,7 +124,7 @@ def test_a_stranger_cannot_release_a_forwarded_segment_under_a_held_view(
                         copy=False)
             y = out["y"]  # w1's identity forwarded our own input segment back to us
             assert y[0] == 1.0 and shm(c, "w1")["forwarded"] >= 1
-            handle = c._sync._direct.maps.locate(y)  # what a co-consumer would have been sent
+            handle = c._sync._direct.memory.maps.locate(y)  # what a co-consumer would have been sent
             assert handle is not None
             stranger.send_multipart(encode(ControlMsg(
                 v=PROTOCOL_VERSION, id=new_id(), src="rogue", action="release", run=out.run,

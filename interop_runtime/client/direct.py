@@ -6,7 +6,7 @@ deadline and failure detection; it is off the data path, so a 2-worker chain is 
 One ``DirectPath`` per thread that owns sockets: the caller's SyncChannel, or the client's
 I/O thread. Every DEALER to a worker carries the same random routing id, which is how a
 producing worker addresses the outputs back to us. Tensors for a worker on our host go
-through shared memory (transport/shm.py); outputs sent to us that way are copied out and
+through shared memory (client/memory.py); outputs sent to us that way are copied out and
 released at once, so a result never pins a worker's segment, unless the run asked for
 zero-copy outputs (client/views.py).
 """
@@ -26,16 +26,14 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.client.memory import ClientMemory
 from interop_runtime.client.shared_inputs import SharedArrays
-from interop_runtime.client.views import ReleaseQueue
 from interop_runtime.graph.placement import PoolView, Site, place
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security
-from interop_runtime.transport.shm import SegmentPool, ShmHandle, frames_only, host_key
-from interop_runtime.transport.shm_maps import SegmentMaps
+from interop_runtime.transport.shm import host_key
 from interop_runtime.transport.sockets import connect_dealer, send_msg
 from interop_runtime.wire.codec import decode, new_id
-from interop_runtime.wire.dtypes import to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import (
     BadHeaderError,
     InteropError,
@@ -55,7 +53,6 @@ from interop_runtime.wire.messages import (
 log = logging.getLogger("interop.client")
 
 MAX_DIRECT_RUNS = 10_000  # runs one path collects at once
-LEASE_S = 600.0  # SPEC 17.4: a lease not released within this is taken back
 RETURN_WAIT_S = 0.005  # about what copying 32 MiB costs
 WARM_TIMEOUT_S = 5.0
 
@@ -169,19 +166,15 @@ class DirectPath:
                  shared_inputs: SharedArrays | None = None) -> None:
         self.ctx, self.security, self.max_bytes, self.poller = (ctx, security,
                                                                  max_message_bytes, poller)
-        self.shared_inputs = shared_inputs  # the client's, for all its threads
         self.inflight = inflight or Inflight()
         self.identity = secrets.token_bytes(16)
         self.host = host_key()
-        self.pool: SegmentPool | None = None  # made on the first large same-host input
-        self.maps = SegmentMaps(max_maps=64) if self.host else None
+        self.memory = ClientMemory(self.host, shared_inputs)
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
         self.endpoint_of: dict[zmq.Socket[bytes], str] = {}
         self.warm: set[str] = set()
         self.runs: dict[str, DirectRun] = {}
         self.by_msg: dict[str, str] = {}  # id of a DATA or RUN we sent -> its run
-        self.dropped = ReleaseQueue()  # zero-copy outputs the caller let go of
-        self._next_lease_check = 0.0
 
     # --- sockets ---------------------------------------------------------------------------
 
@@ -228,7 +221,7 @@ class DirectPath:
     def drain(self) -> list[tuple[DirectRun, InteropError | None]]:
         """Take what the workers sent while nobody listened (releases, late outputs), so
         that the segments they hand back are reused rather than new ones made."""
-        self.dropped.flush()
+        self.memory.dropped.flush()
         done = []
         for sock in list(self.sockets.values()):
             while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no poller built per socket
@@ -243,21 +236,16 @@ class DirectPath:
         pass back through its workers (an output that forwarded ours, dropped just now):
         read those releases, up to ``timeout_s``, rather than copy the arrays. Returns
         what other runs' messages, read meanwhile, completed or failed."""
-        if self.shared_inputs is None or not self.sockets:
+        if not self.sockets or not self.memory.returning(arrays, self.runs):
             return []
-        self.dropped.flush()  # the releases that start the way back, if not sent yet
-        shared = self.shared_inputs
+        self.memory.dropped.flush()  # the releases that start the way back, if not sent yet
         deadline = time.monotonic() + timeout_s
-        waiting = [a for a in arrays.values() if isinstance(a, np.ndarray)
-                   and shared.returning(a, self.runs)]
-        if not waiting:
-            return []
         poller = zmq.Poller()
         for sock in self.sockets.values():
             poller.register(sock, zmq.POLLIN)
         events = []
-        while (left := deadline - time.monotonic()) > 0 and any(
-                shared.returning(a, self.runs) for a in waiting):
+        while (left := deadline - time.monotonic()) > 0 and self.memory.returning(
+                arrays, self.runs):
             for sock, _ in poller.poll(max(1, int(left * 1000))):
                 event = self.on_frames(sock, sock.recv_multipart(copy=False))
                 if event is not None:
@@ -283,8 +271,7 @@ class DirectPath:
         """Place the run on replicas (``.place``, which its RUN must carry) and send its
         (checked) inputs to their workers; a pool node's only to its placed replica.
         ``copy=False``: its shared-memory outputs come back as read-only views."""
-        self.dropped.flush()
-        self._expire_leases(time.monotonic())
+        self.memory.expire()
         if len(self.runs) >= MAX_DIRECT_RUNS:
             self.expire(time.monotonic(), force=True)
         rec = DirectRun(run=run, graph=routes.graph, msg_id=msg_id, wanted=set(routes.outputs),
@@ -305,7 +292,7 @@ class DirectPath:
         rec.msg_ids.append(msg_id)
         for (endpoint, node), tensors in batches.items():
             key, host = keys[endpoint]
-            framed, shared = self._split(tensors, host, (endpoint, run))
+            framed, shared = self.memory.split(tensors, host, (endpoint, run))
             msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src="client", graph=routes.graph,
                           run=run, node=node, client_host=self.host, place=dict(place) or None)
             self.by_msg[msg.id] = run
@@ -313,26 +300,6 @@ class DirectPath:
             rec.endpoints.add(endpoint)
             send_msg(self.socket(endpoint, key), msg, framed, shared=shared)
         return rec
-
-    def _split(self, tensors: Mapping[str, np.ndarray], host: str | None,
-               holder: tuple[str, str]) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        if self.host is None or host != self.host:
-            return dict(tensors), {}
-        framed: dict[str, np.ndarray] = {}
-        shared: dict[str, Any] = {}
-        for name, array in tensors.items():
-            if frames_only(array):
-                framed[name] = array
-                continue
-            lent = self.shared_inputs.lend(array, holder) if self.shared_inputs else None
-            if lent is not None:  # a shared input array: its own segment, no copy
-                shared[name] = (wire_dtype(array.dtype), list(array.shape), lent.to_wire())
-                continue
-            if self.pool is None:
-                self.pool = SegmentPool(max_bytes=1 << 30)
-            handle = self.pool.write(np.ascontiguousarray(array), holder)
-            shared[name] = (wire_dtype(array.dtype), list(array.shape), handle.to_wire())
-        return framed, shared
 
     def on_frames(self, sock: zmq.Socket[bytes], frames: list[Any]
                   ) -> tuple[DirectRun, InteropError | None] | None:
@@ -347,15 +314,15 @@ class DirectPath:
             rec = self.runs.get(msg.run)
             arrays = dict(env.arrays)
             if env.shared:
-                arrays.update(self._take_shared(sock, msg.run, env.shared,
-                                                copy=rec is None or rec.copy))
+                arrays.update(self.memory.take(sock, msg.run, env.shared,
+                                               copy=rec is None or rec.copy))
             if rec is None:
                 return None  # a run we gave up on
             rec.outputs.update({n: a for n, a in arrays.items() if n in rec.wanted})
             rec.timings.update(msg.timings or {})
             return (rec, None) if rec.complete else None
         if isinstance(msg, ControlMsg) and msg.action == "release":
-            self._released(msg, endpoint)
+            self.memory.released(msg.args.get("handles"), (endpoint, msg.run or ""))
         elif isinstance(msg, ErrorMsg):
             run = msg.run or self.by_msg.get(msg.reply_to or "")
             rec = self.runs.get(run or "")
@@ -363,45 +330,6 @@ class DirectPath:
                 return rec, make_error(msg.code, msg.message, field=msg.field, node=msg.node,
                                        edge=msg.edge, worker=msg.worker)
         return None
-
-    def _take_shared(self, sock: zmq.Socket[bytes], run: str, shared: Mapping[str, Any], *,
-                     copy: bool) -> dict[str, np.ndarray]:
-        """Shared-memory outputs: copied out and released now, or (``copy=False``) views
-        released once the caller drops them."""
-        out, handles = {}, []
-        for name, meta in shared.items():
-            try:
-                handle = ShmHandle.from_wire(meta.shm.model_dump())
-                if self.maps is None:
-                    raise BadHeaderError("this client declined shared memory")
-                view = self.maps.view(handle, to_numpy_dtype(meta.dtype), tuple(meta.shape))
-            except InteropError as exc:
-                log.warning("refused a shared-memory output: %s", exc)
-                continue
-            if not copy:
-                out[name] = self.dropped.hold(view, sock, run, handle.to_wire())
-                continue
-            out[name] = np.array(view)  # ours now: the segment goes back at once
-            handles.append(handle.to_wire())
-        if handles:
-            send_msg(sock, ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client",
-                                      action="release", run=run, args={"handles": handles}))
-        return out
-
-    def _released(self, msg: ControlMsg, endpoint: str) -> None:
-        handles = msg.args.get("handles")
-        if not isinstance(handles, list):
-            return
-        holder = (endpoint, msg.run or "")
-        for raw in handles[:1024]:
-            try:
-                handle = ShmHandle.from_wire(raw)
-                if self.shared_inputs is not None and self.shared_inputs.owns(handle.token):
-                    self.shared_inputs.release(handle, holder)
-                elif self.pool is not None:
-                    self.pool.release(handle, holder)
-            except InteropError as exc:
-                log.warning("a worker released a segment it does not hold: %s", exc)
 
     def relayed(self, rec: DirectRun, arrays: Mapping[str, np.ndarray]) -> bool:
         """Outputs the coordinator relayed (a worker could not reach us); True if complete."""
@@ -416,22 +344,8 @@ class DirectPath:
         for msg_id in rec.msg_ids:
             self.by_msg.pop(msg_id, None)
         rec.pinned.clear()
-        if failed and self.shared_inputs is not None:
-            self.shared_inputs.forget({(endpoint, rec.run) for endpoint in rec.endpoints})
-        if failed and self.pool is not None:
-            for endpoint in rec.endpoints:
-                self.pool.reclaim((endpoint, rec.run))
-
-    def _expire_leases(self, now: float) -> None:
-        """Once a second at most: a worker that forgot a release (its run was cancelled
-        after it ended here) must not keep our segments for good."""
-        if now < self._next_lease_check:
-            return
-        self._next_lease_check = now + 1.0
-        if self.pool is not None:
-            self.pool.expire(now, LEASE_S)
-        if self.shared_inputs is not None:
-            self.shared_inputs.expire(now, LEASE_S)
+        if failed:
+            self.memory.forget(rec.endpoints, rec.run)
 
     def run_of(self, msg_id: str | None) -> DirectRun | None:
         return self.runs.get(self.by_msg.get(msg_id or "", ""))
@@ -440,8 +354,8 @@ class DirectPath:
         """Runs past their deadline (the coordinator's timeout normally ends them first).
         Also sends the releases of zero-copy outputs dropped since the last call, and takes
         back leases of our segments that no worker released in time."""
-        self.dropped.flush()
-        self._expire_leases(now)
+        self.memory.dropped.flush()
+        self.memory.expire(now)
         late = [r for r in self.runs.values() if now > r.deadline + 5.0]
         if force and not late:
             late = [min(self.runs.values(), key=lambda r: r.deadline)]
@@ -452,11 +366,9 @@ class DirectPath:
         return out
 
     def close(self) -> None:
-        self.dropped.flush()
+        self.memory.dropped.flush()
         for sock in self.sockets.values():
             self.poller.unregister(sock)
             sock.close(0)
         self.sockets.clear()
-        for part in (self.pool, self.maps):
-            if part is not None:
-                part.close()
+        self.memory.close()

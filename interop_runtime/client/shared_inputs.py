@@ -24,7 +24,6 @@ import os
 import secrets
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Container, Hashable
 from dataclasses import dataclass, field
@@ -32,6 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from interop_runtime.client.views import tracked
 from interop_runtime.transport.shm import (
     GEN_OFFSET,
     GEN_STRUCT,
@@ -62,14 +62,6 @@ class _Segment:
         os.close(self.fd)
 
 
-class _Owner:
-    """The base of a shared array: numpy keeps it while any view of the array lives."""
-
-    def __init__(self, view: np.ndarray) -> None:
-        self.__array_interface__ = view.__array_interface__
-        self._view = view
-
-
 @dataclass
 class SharedArrays:
     """The client's shared input arrays, for every thread of it."""
@@ -95,10 +87,12 @@ class SharedArrays:
             raw = np.frombuffer(mm, dtype=np.uint8, count=nbytes, offset=HEADER_BYTES)
             seg = _Segment(token, fd, mm, raw.ctypes.data, nbytes)
             self._segments[token] = seg
-        owner = _Owner(raw.view(want).reshape(shape))
-        weakref.finalize(owner, self._dropped.append, token)
-        # .view(dtype): the interface spells extension dtypes (bfloat16) as raw bytes
-        return np.asarray(owner).view(want)
+        return tracked(raw.view(want).reshape(shape), lambda: self._dropped.append(token),
+                       readonly=False)
+
+    @property
+    def owned_count(self) -> int:
+        return len(self._segments)
 
     def owns(self, token: str) -> bool:
         return token in self._segments

@@ -33,15 +33,22 @@ MAX_HANDLES_PER_RELEASE = 1024  # the spec's bound on CONTROL release
 Dropped = tuple[zmq.Socket[bytes], str, dict[str, Any]]
 
 
-class _Lease:
-    """The base of a zero-copy output: numpy keeps it alive while any view of it lives."""
+class _Base:
+    """The base of a tracked array: numpy keeps it alive while any view of it lives."""
 
-    def __init__(self, view: np.ndarray, on_drop: Callable[[], None]) -> None:
+    def __init__(self, view: np.ndarray, on_drop: Callable[[], None], readonly: bool) -> None:
         iface = dict(view.__array_interface__)
-        iface["data"] = (iface["data"][0], True)  # read-only: the segment is the worker's
+        iface["data"] = (iface["data"][0], readonly)
         self.__array_interface__ = iface
         self._view = view  # keeps the segment's map exported, so it is never unmapped
         weakref.finalize(self, on_drop)
+
+
+def tracked(view: np.ndarray, on_drop: Callable[[], None], *, readonly: bool) -> np.ndarray:
+    """An array over ``view``'s memory that calls ``on_drop`` (on whatever thread frees it)
+    once it and every view of it are gone."""
+    # .view(dtype): the interface spells extension dtypes (bfloat16) as raw bytes
+    return np.asarray(_Base(view, on_drop, readonly)).view(view.dtype)
 
 
 class ReleaseQueue:
@@ -57,9 +64,8 @@ class ReleaseQueue:
     def hold(self, view: np.ndarray, sock: zmq.Socket[bytes], run: str,
              handle: dict[str, Any]) -> np.ndarray:
         """A read-only array over ``view`` that queues its release once dropped."""
-        item = (sock, run, handle)
-        # .view(dtype): the interface spells extension dtypes (bfloat16) as raw bytes
-        return np.asarray(_Lease(view, lambda: self._dropped.append(item))).view(view.dtype)
+        item = (sock, run, handle)  # read-only: the segment is the worker's
+        return tracked(view, lambda: self._dropped.append(item), readonly=True)
 
     def flush(self) -> int:
         """Send every queued release, one message per socket and run; returns how many

@@ -218,13 +218,9 @@ class SegmentPool:
         """``holder`` is done with ``handle``: the segment may be leased again."""
         self._free(self._releasable(handle, holder))
 
-    def check_release(self, handle: ShmHandle, holder: Hashable, *, again: bool = False
-                      ) -> None:
-        """Raise BadHandleError where ``release`` would, freeing nothing; ``again``: the
-        same handle is already in this release (a second copy of it is refused)."""
+    def check_release(self, handle: ShmHandle, holder: Hashable) -> None:
+        """Raise BadHandleError where ``release`` would, freeing nothing."""
         self._releasable(handle, holder)
-        if again:
-            raise BadHandleError("shm handle is released twice", field="shm")
 
     def _releasable(self, handle: ShmHandle, holder: Hashable) -> _Segment:
         seg = self._segments.get(handle.token)

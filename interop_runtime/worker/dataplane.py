@@ -110,7 +110,7 @@ class DataPlane:
         framed: dict[str, np.ndarray] = {}
         shared: Shared = {}
         forwarded: list[tuple[bytes, ShmHandle]] = []  # noted only once all went well
-        written = False
+        written: list[ShmHandle] = []
         try:
             for name, array in tensors.items():
                 if frames_only(array):
@@ -125,11 +125,11 @@ class DataPlane:
                         group="client" if to_client else None,
                         group_limit=int(self.pool.max_bytes * CLIENT_SHARE) if to_client
                         else None)
-                    written = True
+                    written.append(handle)
                 shared[name] = (wire_dtype(array.dtype), list(array.shape), handle.to_wire())
         except BusyError:
-            if written:
-                self.pool.reclaim(holder)  # nothing of this split goes out
+            for handle in written:  # nothing of this split goes out
+                self.pool.release(handle, holder)
             raise
         if written:
             self._note_holder(holder)
@@ -199,7 +199,9 @@ class DataPlane:
                 raise BadHandleError("this process has no shared memory to release",
                                      field="handles")
             else:
-                self.pool.check_release(handle, holder, again=owed[key] > 0)
+                if owed[key]:
+                    raise BadHandleError("shm handle is released twice", field="handles")
+                self.pool.check_release(handle, holder)
                 owed[key] += 1
         upstream: dict[bytes, list[ShmHandle]] = {}
         for handle in parsed:
