@@ -6,11 +6,10 @@ import ctypes
 import logging
 import signal
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from interop_runtime.coordinator.dashboard import Dashboard, check_dashboard_allowed
 from interop_runtime.coordinator.health import HealthServer, snapshot
 from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state import CoordinatorState, Send
@@ -19,6 +18,9 @@ from interop_runtime.transport.security import Security, check_bind_allowed
 from interop_runtime.transport.sockets import bind_router, recv_frames, send_msg, sender_key
 from interop_runtime.wire.codec import DEFAULT_MAX_MESSAGE_BYTES, decode, is_error_message
 from interop_runtime.wire.errors import InteropError
+
+if TYPE_CHECKING:
+    from interop_runtime.coordinator.dashboard import Dashboard
 
 log = logging.getLogger("interop.coordinator")
 
@@ -37,6 +39,10 @@ class Coordinator:
                  dashboard_addr: str = "127.0.0.1") -> None:
         check_bind_allowed(bind, security, insecure)
         if dashboard_port is not None:  # refuse before binding anything
+            # imported only here: its HTTP server is memory an idle coordinator without the
+            # dashboard does not pay (issue 10, goal 6)
+            from interop_runtime.coordinator.dashboard import check_dashboard_allowed
+
             check_dashboard_allowed(dashboard_addr, security is not None)
         self.ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self.max_bytes = max_message_bytes
@@ -50,7 +56,7 @@ class Coordinator:
         self.store = Store(state_path)
         self.metrics = CoordinatorMetrics()
         # /metrics, /healthz, /readyz; 404 elsewhere
-        self.http = (HealthServer(self.metrics.registry, metrics_port, metrics_addr)
+        self.http = (HealthServer(self.metrics, metrics_port, metrics_addr)
                      if metrics_port is not None else None)
         self.metrics_port = self.http.port if self.http is not None else None
         self.state = CoordinatorState(self.store, heartbeat_s=heartbeat_s, metrics=self.metrics,
@@ -60,8 +66,11 @@ class Coordinator:
                                       max_runs_per_client=max_runs_per_client,
                                       roles=security.roles if security else None)
         # the web dashboard: its HTTP thread reads only snapshots this loop publishes
-        self.dashboard = (Dashboard(dashboard_port, dashboard_addr, secure=security is not None)
-                          if dashboard_port is not None else None)
+        self.dashboard: Dashboard | None = None
+        if dashboard_port is not None:
+            from interop_runtime.coordinator.dashboard import Dashboard
+
+            self.dashboard = Dashboard(dashboard_port, dashboard_addr, secure=security is not None)
         self.tick_s = min(0.1, heartbeat_s / 8)
         self.running = True
         self._last_trim = time.monotonic()

@@ -14,10 +14,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from interop_runtime.coordinator.metrics import CoordinatorMetrics
 
 log = logging.getLogger("interop.coordinator")
 
@@ -60,8 +59,13 @@ def snapshot(state: Any, store_path: str) -> Health:
 class HealthServer:
     """Serves the endpoints on ``addr:port`` (0 picks a free port) from a daemon thread."""
 
-    def __init__(self, registry: CollectorRegistry, port: int, addr: str = "127.0.0.1") -> None:
-        self.registry = registry
+    def __init__(self, metrics: CoordinatorMetrics, port: int, addr: str = "127.0.0.1") -> None:
+        # here, not at the top: a coordinator without the port loads neither (issue 10, goal 6)
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from interop_runtime.coordinator.exposition import registry
+
+        self.registry = registry(metrics)
         self.health: Health | None = None
         self._last = 0.0
         server = self
@@ -94,6 +98,8 @@ class HealthServer:
 
     def answer(self, path: str) -> tuple[int, str, bytes]:
         if path == "/metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.registry)
         if path not in ("/healthz", "/readyz"):
             return _json(404, {"status": "not_found", "path": path[:200],

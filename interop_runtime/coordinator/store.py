@@ -15,13 +15,15 @@ import json
 import logging
 import sqlite3
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
 
 from interop_runtime.wire.dtypes import STRING, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.strings import decode_strings, encode_strings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS graphs (
@@ -41,6 +43,8 @@ MAX_RUN_RECORDS = 100_000
 
 def _tensor_bytes(name: str, a: np.ndarray) -> bytes:
     # strings are kept in their wire layout: tobytes() of an object array is pointers
+    import numpy as np
+
     if wire_dtype(a.dtype) == STRING:
         return encode_strings(a, name)
     return np.ascontiguousarray(a).tobytes()
@@ -53,6 +57,8 @@ def pack_tensors(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 def unpack_tensors(blob: bytes) -> dict[str, np.ndarray]:
+    import numpy as np
+
     raw = msgpack.unpackb(blob, raw=False)
     return {n: decode_strings(t["data"], t["shape"], n, n) if t["dtype"] == STRING else
             np.frombuffer(t["data"], dtype=to_numpy_dtype(t["dtype"])).reshape(t["shape"])

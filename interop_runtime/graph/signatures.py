@@ -5,8 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from interop_runtime.wire.dtypes import wire_dtype
 from interop_runtime.wire.errors import (
     DTypeMismatchError,
@@ -60,6 +58,8 @@ def check_edge(producer: TensorSpec, consumer: TensorSpec, *, edge: str, node: s
 
 def check_array(expected: TensorSpec, array: Any, *, where: str, node: str | None = None) -> None:
     """Raise a typed mismatch error if ``array`` does not fit ``expected``."""
+    import numpy as np
+
     arr = np.asarray(array) if not hasattr(array, "dtype") else array
     got_dtype = wire_dtype(arr.dtype)
     if expected.dtype and expected.dtype != got_dtype:

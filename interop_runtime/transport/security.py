@@ -1,4 +1,5 @@
-"""CURVE authentication and encryption for every socket (ZeroMQ's ``zmq.auth``).
+"""CURVE authentication and encryption for every socket (ZeroMQ's ``zmq.auth``, whose
+allow-list check transport/zap.py serves).
 
 Each process has its own key pair. A process that binds (the coordinator, each
 worker's inbox) is a CURVE server and lets in only the client keys found in an
@@ -24,9 +25,9 @@ from pathlib import Path
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 
 from interop_runtime.transport.allowlist import Role, inferred_role, load_allow_list, write_role
+from interop_runtime.transport.zap import ZapHandler
 
 ZAP_DOMAIN = "interop"
 
@@ -118,7 +119,7 @@ def check_bind_allowed(address: str, security: Security | None, insecure: bool) 
 
 
 _auth_lock = threading.Lock()
-_authenticators: dict[int, ThreadAuthenticator] = {}
+_authenticators: dict[int, ZapHandler] = {}
 
 
 def _ensure_authenticator(ctx: zmq.Context[zmq.Socket[bytes]], security: Security) -> None:
@@ -126,10 +127,8 @@ def _ensure_authenticator(ctx: zmq.Context[zmq.Socket[bytes]], security: Securit
     with _auth_lock:
         if id(ctx) in _authenticators:
             return
-        auth = ThreadAuthenticator(ctx)
+        auth = ZapHandler(ctx, ZAP_DOMAIN, security.authorized_dir or zmq.auth.CURVE_ALLOW_ANY)
         auth.start()
-        location = security.authorized_dir or zmq.auth.CURVE_ALLOW_ANY
-        auth.configure_curve(domain=ZAP_DOMAIN, location=location)
         _authenticators[id(ctx)] = auth
 
 

@@ -16,13 +16,12 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
 from pydantic import ValidationError
 
-from interop_runtime.wire.dtypes import STRING, to_numpy_dtype, wire_dtype
+from interop_runtime.wire.dtypes import STRING, itemsize, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import (
     BadFrameError,
     BadHeaderError,
@@ -53,6 +52,9 @@ from interop_runtime.wire.strings import (
 )
 from interop_runtime.wire.values import check_plain
 
+if TYPE_CHECKING:
+    import numpy as np
+
 DEFAULT_MAX_MESSAGE_BYTES = 1 << 31  # 2 GiB; receivers configure their own
 MAX_HEADER_BYTES = 1 << 20  # a header is metadata; 1 MiB is generous
 
@@ -79,6 +81,8 @@ class Envelope:
 
 
 def _as_wire_array(arr: Any) -> np.ndarray:
+    import numpy as np
+
     a = np.asarray(arr)
     if is_string_array(a):  # laid out by encode_strings, whatever the strides
         return a
@@ -124,7 +128,7 @@ def encode(
         if dtype == STRING:
             frames.append(encode_strings(a, name))
         else:
-            frames.append(a.reshape(-1).view(np.uint8).data if a.size else b"")
+            frames.append(a.reshape(-1).view("u1").data if a.size else b"")
     msg.tensors = metas
     frames[0] = header_bytes(msg)
     return frames
@@ -220,7 +224,7 @@ def _check_shared(meta: TensorMeta, where: str, max_bytes: int,
                              f"shared memory", field=where)
     if meta.name in seen:
         raise BadHeaderError(f"tensor name {meta.name!r} appears twice", field=where)
-    need = _element_count(meta, where) * to_numpy_dtype(meta.dtype).itemsize
+    need = _element_count(meta, where) * itemsize(meta.dtype)
     if need > max_bytes:
         raise TooLargeError(f"tensor {meta.name!r} would need {need} bytes, over this "
                             f"receiver's limit of {max_bytes}", field=where)
@@ -278,6 +282,10 @@ def _is_tensor_dtype(loc: tuple[Any, ...]) -> bool:
 
 def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame], max_bytes: int
                   ) -> dict[str, np.ndarray]:
+    if not metas:  # a control message: numpy stays unloaded where only those pass
+        return {}
+    import numpy as np
+
     arrays: dict[str, np.ndarray] = {}
     used: set[int] = set()
     for i, meta in enumerate(metas):

@@ -14,13 +14,15 @@ single str is made; a fault is a BadTensorError naming the tensor.
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from interop_runtime.wire.errors import BadTensorError, TooLargeError
 
-OFFSET = np.dtype("<i8")  # Arrow large_utf8: no 2 GiB ceiling, and signed like Arrow's
+if TYPE_CHECKING:
+    import numpy as np
+
+OFFSET = "<i8"  # Arrow large_utf8: no 2 GiB ceiling, and signed like Arrow's
+OFFSET_BYTES = 8
 
 
 def is_string_array(a: np.ndarray) -> bool:
@@ -29,12 +31,14 @@ def is_string_array(a: np.ndarray) -> bool:
 
 
 def offsets_nbytes(count: int) -> int:
-    return (count + 1) * OFFSET.itemsize
+    return (count + 1) * OFFSET_BYTES
 
 
 def encode_strings(a: np.ndarray, name: str) -> bytes:
     """The frame of a string array (elements in C order); BadTensorError for an element
     that is not a str or not encodable as UTF-8 (a lone surrogate)."""
+    import numpy as np
+
     items = a.ravel(order="C").tolist() if a.ndim else [a[()]]
     parts: list[bytes] = [b""]
     for i, item in enumerate(items):
@@ -64,6 +68,8 @@ def check_size(count: int, name: str, where: str, max_bytes: int) -> None:
 def decode_strings(frame: Any, shape: list[int], name: str, where: str) -> np.ndarray:
     """A read-only numpy object array of str from a string frame; BadTensorError when the
     offsets disagree with the shape or the data, or an element is not valid UTF-8."""
+    import numpy as np
+
     buf = memoryview(frame).cast("B")
     count = 1
     for dim in shape:
@@ -91,6 +97,8 @@ def decode_strings(frame: Any, shape: list[int], name: str, where: str) -> np.nd
 
 def _check_offsets(offsets: np.ndarray, size: int, name: str, where: str) -> None:
     # bounds first: with every offset in [0, size] the differences below cannot overflow
+    import numpy as np
+
     if offsets[0] != 0:
         raise BadTensorError(f"tensor {name!r}: the first offset is {int(offsets[0])}, not 0",
                              field=where)

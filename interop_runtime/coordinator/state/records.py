@@ -4,13 +4,14 @@ and the ``Send`` instruction its handlers return."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import MAX_LOCATION_CHARS, InteropError, cut_text
 from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg, FunctionSpec, Header, ReplyMsg
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NAME = "coordinator"
 

@@ -3,10 +3,9 @@ forwarded to a worker with the worker's reply routed back to the asking client."
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
-import numpy as np
 
 from interop_runtime.coordinator.state.base import StateTables
 from interop_runtime.coordinator.state.records import NAME, PendingOp, Send, reply
@@ -32,6 +31,9 @@ from interop_runtime.wire.messages import (
     QueryMsg,
     ReplyMsg,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 # health checks and monitors: any role may ask (a worker probes itself with its own key)
 OPEN_QUERIES = frozenset({"workers", "status"})

@@ -6,9 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from interop_runtime.coordinator.state.base import StateTables
 from interop_runtime.coordinator.state.records import (
@@ -40,6 +38,9 @@ from interop_runtime.wire.messages import (
     ReplyMsg,
     RunMsg,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("interop.coordinator")
 

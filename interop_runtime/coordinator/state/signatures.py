@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from interop_runtime.coordinator.state.base import StateTables
@@ -40,6 +39,9 @@ from interop_runtime.wire.messages import (
     RunMsg,
 )
 from interop_runtime.wire.payloads import GraphSpec
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("interop.coordinator")
 
