@@ -56,6 +56,36 @@ def test_metrics_logs_and_status(start_cluster) -> None:
     assert "w1" in table and "w2" in table
 
 
+def test_metrics_tables_render_as_prometheus_text() -> None:
+    """The coordinator counts in plain tables (coordinator/metrics.py) and prometheus_client
+    renders them when scraped: cumulative buckets ending at +Inf, sums, removed series gone."""
+    from prometheus_client import generate_latest
+
+    from interop_runtime.coordinator.exposition import registry
+    from interop_runtime.coordinator.metrics import CoordinatorMetrics
+
+    m = CoordinatorMetrics()
+    for seconds in (0.0002, 0.0002, 0.003, 100.0):  # the last one above every bucket
+        m.run_latency.labels("g").observe(seconds)
+    m.runs.labels("g", "ok").inc()
+    m.runs.labels("gone", "ok").inc(2)
+    m.runs.remove_where(0, "gone")
+    m.runs_active.inc()
+    m.runs_active.inc()
+    m.runs_active.dec()
+    text = generate_latest(registry(m)).decode()
+    assert 'interop_run_latency_seconds_bucket{graph="g",le="0.0001"} 0.0' in text
+    assert 'interop_run_latency_seconds_bucket{graph="g",le="0.00025"} 2.0' in text
+    assert 'interop_run_latency_seconds_bucket{graph="g",le="0.005"} 3.0' in text
+    assert 'interop_run_latency_seconds_bucket{graph="g",le="60.0"} 3.0' in text
+    assert 'interop_run_latency_seconds_bucket{graph="g",le="+Inf"} 4.0' in text
+    assert 'interop_run_latency_seconds_count{graph="g"} 4.0' in text
+    assert 'interop_run_latency_seconds_sum{graph="g"} 100.0034' in text
+    assert 'interop_runs_total{graph="g",outcome="ok"} 1.0' in text
+    assert 'graph="gone"' not in text
+    assert "interop_runs_active 1.0" in text
+
+
 def test_graph_renders_as_mermaid_and_dot() -> None:
     pipeline = str(REPO / "examples" / "diamond" / "pipeline.yaml")
     mermaid = cli("graph", pipeline)

@@ -80,3 +80,34 @@ def test_wildcard_bind_needs_an_advertised_address(tmp_path) -> None:
                            "--bind", "tcp://0.0.0.0:0", "--coordinator", "tcp://127.0.0.1:1"],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and "--advertise" in proc.stdout + proc.stderr
+
+
+def test_the_zap_handler_answers_every_request_even_one_that_breaks_the_check(tmp_path
+                                                                            ) -> None:
+    """transport/zap.py serves the allow-list check on its own thread. A request the check
+    chokes on (a CURVE key of 5 bytes: z85 cannot encode it) is refused with 500, and the
+    next request is still answered: an unanswered one would stall every later handshake."""
+    from interop_runtime.transport.zap import ZapHandler
+
+    public, _ = generate_keys(tmp_path, "friend")
+    friend = zmq.utils.z85.decode(Security.from_files(tmp_path / "friend.key_secret")
+                                  .public_key)
+    ctx = zmq.Context()
+    handler = ZapHandler(ctx, "interop", str(tmp_path / "authorized"))
+    handler.start()
+    req = ctx.socket(zmq.REQ)
+    req.connect("inproc://zeromq.zap.01")
+    req.rcvtimeo = 5000
+
+    def ask(key: bytes, request_id: bytes) -> list[bytes]:
+        req.send_multipart([b"1.0", request_id, b"interop", b"127.0.0.1", b"", b"CURVE", key])
+        return req.recv_multipart()
+
+    try:
+        assert ask(b"short", b"r1")[1:3] == [b"r1", b"500"]
+        assert ask(friend, b"r2")[1:3] == [b"r2", b"200"]  # still served, and allows it
+        assert ask(bytes(32), b"r3")[1:3] == [b"r3", b"400"]  # a key not on the list
+    finally:
+        req.close(0)
+        handler.stop()
+        ctx.term()

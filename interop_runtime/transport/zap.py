@@ -9,6 +9,7 @@ the first time it is stepped.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Coroutine
@@ -16,6 +17,8 @@ from typing import Any
 
 import zmq
 from zmq.auth.base import Authenticator
+
+log = logging.getLogger("interop.transport")
 
 
 def _step_once(coro: Coroutine[Any, Any, None]) -> None:
@@ -25,6 +28,18 @@ def _step_once(coro: Coroutine[Any, Any, None]) -> None:
         return
     coro.close()
     raise RuntimeError("the ZAP check waited on something; only key directories are served")
+
+
+def _answer(auth: Authenticator, request: list[bytes]) -> None:
+    """Every request gets one reply, refusing on any failure: the REP socket accepts no
+    next request until this one is answered, so one unanswered request would stall every
+    CURVE handshake after it."""
+    try:
+        _step_once(auth.handle_zap_message(request))
+    except Exception:
+        log.exception("ZAP check failed; refusing the connection")
+        if len(request) >= 2:
+            auth._send_zap_reply(request[1], b"500", b"internal error")
 
 
 class ZapHandler:
@@ -75,7 +90,7 @@ class ZapHandler:
                 if pipe in events:
                     return
                 if auth.zap_socket in events:
-                    _step_once(auth.handle_zap_message(auth.zap_socket.recv_multipart()))
+                    _answer(auth, auth.zap_socket.recv_multipart())
         finally:
             pipe.close(linger=0)
             auth.stop()
