@@ -52,6 +52,13 @@ def _tables() -> tuple[dict[str, np.dtype], dict[np.dtype, str]]:
     return to_numpy, {v: k for k, v in to_numpy.items()}
 
 
+def load_numpy() -> None:
+    """Import numpy and ml_dtypes now. A worker does before it serves: the first tensor must
+    not wait on an import that holds the GIL (up to a second in a fresh environment, long
+    enough to miss heartbeats)."""
+    _tables()
+
+
 def to_numpy_dtype(name: str) -> np.dtype:
     """The numpy dtype for a wire dtype name; BadTensorError for anything else."""
     if name == STRING:

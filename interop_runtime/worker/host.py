@@ -38,6 +38,7 @@ from interop_runtime.wire.codec import (
     is_error_message,
     new_id,
 )
+from interop_runtime.wire.dtypes import load_numpy
 from interop_runtime.wire.errors import (
     BadHandleError,
     ErrorCode,
@@ -85,6 +86,7 @@ class WorkerHost(ControlHandlers):
                  advertise: str | None = None, shm: bool = True,
                  shm_pool_bytes: int = DEFAULT_POOL_BYTES, pool: str | None = None,
                  batching: Any = None, model_roots: tuple[Path, ...] = ()) -> None:
+        load_numpy()  # tensors are this process's work; the coordinator loads numpy lazily
         # every model of this worker as one plugin; the start-up one (if any) is "default";
         # models loaded over the wire read files inside model_roots only
         plugin = ModelTable(plugin_name, device, plugin, reload=reload, roots=model_roots)
