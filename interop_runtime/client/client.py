@@ -48,6 +48,7 @@ from interop_runtime.wire.messages import (
 from interop_runtime.wire.payloads import GraphSpec
 
 log = logging.getLogger("interop.client")
+PLAN_GRACE_S = 0.05  # before a direct run asks again about a worker that had no plan for it
 _pipe_ids = itertools.count()
 
 
@@ -392,8 +393,12 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
             except InteropError as exc:
                 self._routes.pop(name, None)
                 if exc.field in ("routes", "graph") and attempt == 1:
-                    continue  # compiled again since we asked (a worker moved), or a worker
-                    # dropped its plan (a model changed): ask again
+                    # compiled again since we asked (a worker moved), or a worker dropped
+                    # its plan (a model changed): ask again. A plan the coordinator has just
+                    # reinstalled may still be on its way to the worker: give it a moment
+                    if exc.field == "graph":
+                        time.sleep(PLAN_GRACE_S)
+                    continue
                 raise
             if env is None:  # the channel is busy, or requests are queued: the I/O thread
                 break
