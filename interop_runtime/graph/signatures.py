@@ -38,6 +38,16 @@ def _shapes_fit(a: Sequence[int | None] | None, b: Sequence[int | None] | None) 
     return all(x is None or y is None or x == y for x, y in zip(a, b))
 
 
+def narrowest(a: TensorSpec, b: TensorSpec) -> TensorSpec:
+    """What accepts only tensors both ``a`` and ``b`` accept (they fit: check_edge said so)."""
+    if a.shape is None or b.shape is None:
+        shape = a.shape if b.shape is None else b.shape
+    else:
+        shape = [x if x is not None else y for x, y in zip(a.shape, b.shape, strict=True)]
+    return TensorSpec(name=a.name, dtype=a.dtype or b.dtype, shape=shape,
+                      layout=a.layout or b.layout)
+
+
 def check_edge(producer: TensorSpec, consumer: TensorSpec, *, edge: str, node: str | None = None
                ) -> InteropError | None:
     """The mismatch between what a producer emits and a consumer accepts, or None."""

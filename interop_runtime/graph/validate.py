@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from interop_runtime.graph.signatures import check_edge
+from interop_runtime.graph.signatures import check_edge, narrowest
 from interop_runtime.wire.errors import (
     GraphError,
     InteropError,
@@ -113,16 +113,19 @@ def validate(spec: GraphSpec, functions: Mapping[str, Mapping[str, FunctionSpec]
     for gin, targets in spec.inputs.items():
         if not targets:
             problems.append(GraphError(f"graph input {gin!r} feeds nothing", field=gin))
-        seen: list[TensorSpec] = []
+        # one tensor feeds every target: each must fit what all the earlier ones accept at
+        # once (one check per target, not per pair: a fan-out of 4,000 would cost seconds)
+        accepted: TensorSpec | None = None
         for ref in targets:
             dst = port(ref, f"graph input {gin!r} target", "in")
             if dst:
                 feeders[(dst[0], dst[1].name)].append(f"input {gin}")
-                for other in seen:
-                    err = check_edge(other, dst[1], edge=f"{gin} -> {ref}", node=dst[0])
-                    if err:
-                        problems.append(err)
-                seen.append(dst[1])
+                err = None if accepted is None else check_edge(
+                    accepted, dst[1], edge=f"{gin} -> {ref}", node=dst[0])
+                if err:
+                    problems.append(err)
+                else:
+                    accepted = dst[1] if accepted is None else narrowest(accepted, dst[1])
 
     for gout, ref in spec.outputs.items():
         port(ref, f"graph output {gout!r} source", "out")
