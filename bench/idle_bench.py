@@ -5,8 +5,9 @@ ours:  a LocalCluster with the coordinator and 3 NumPy workers, in the default s
        a second later.
 ray:   ray.init() with 3 idle actors; start = init until the actors answer; memory summed
        over every process Ray started (raylet, GCS, workers...), a second later.
-floor: one bare Python process that imports the libraries every daemon needs (zmq, msgpack,
-       numpy, ml_dtypes, pydantic with one model built): what no lazy import can save.
+floor: one bare Python process that imports the libraries a NumPy worker needs (zmq,
+       msgpack, msgspec with one struct built, numpy, ml_dtypes): what no lazy import can
+       save. The coordinator needs no numpy.
 
 Each process is measured the same way on both sides, from /proc/PID/smaps_rollup:
   RSS  resident pages, shared library pages counted in full in every process (the goal's
@@ -32,8 +33,8 @@ from interop_runtime.client.testing import numpy_worker
 from .common import ResultFile, sigterm_raises
 
 MIB = 1 << 20
-FLOOR = ("import sys, zmq, msgpack, numpy, ml_dtypes, pydantic\n"
-         "class M(pydantic.BaseModel):\n    x: int\n"
+FLOOR = ("import sys, zmq, msgpack, msgspec, numpy, ml_dtypes\n"
+         "class M(msgspec.Struct):\n    x: int\n"
          "print('ready', flush=True); sys.stdin.read()")
 
 

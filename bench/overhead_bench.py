@@ -2,9 +2,9 @@
 
 In one process (CPU cost per call, microseconds):
   msgpack_small        msgpack packb + unpackb of a header-sized dict (the floor for a header)
-  encode_data_1k       interop codec.encode(DataMsg, {x: 1 KiB}) (pydantic model_dump + msgpack)
-  decode_data_1k       interop codec.decode of those frames (msgpack + pydantic validation)
-  new_datamsg          constructing a DataMsg (pydantic validation of the constructor)
+  encode_data_1k       interop codec.encode(DataMsg, {x: 1 KiB}) (msgspec to_builtins, nil fields out, msgpack)
+  decode_data_1k       interop codec.decode of those frames (msgpack + msgspec validation)
+  new_datamsg          constructing a DataMsg (a msgspec struct: no check until decoded)
   encode_reply_timings encode of a run's final ReplyMsg (body with two nodes' timings)
   store_run            coordinator Store: run_started + run_finished(timings) + commit
 Over a socket, 1 KiB round trips to another process, interleaved in blocks of 100:

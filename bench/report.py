@@ -325,7 +325,7 @@ def _ratios(rep: dict[str, Any]) -> dict[str, Any]:
                      f"{fmt(ours['worker_pss_mib'])} MiB, coordinator + 3 workers "
                      f"{fmt(ours['cluster_pss_mib'])} MiB"
                      + (f"; Ray {fmt(ray['cluster_pss_mib'])} MiB" if ray else "")
-                     + (f"; a bare Python with zmq, numpy and pydantic: RSS "
+                     + (f"; a bare Python with zmq, msgspec and numpy (a worker's floor): RSS "
                         f"{fmt(floor['rss_mib'])} MiB, PSS {fmt(floor['pss_mib'])} MiB"
                         if floor else ""))
     r["_lines"] = lines

@@ -481,7 +481,7 @@ def valid_vectors() -> list[dict[str, Any]]:
 
 def batching_vectors() -> list[dict[str, Any]]:
     """v4: dynamic batching (section 8.6): FunctionSpec.batching, batch counts in stats."""
-    batched = SCALE.model_copy(update={"batching": BatchingSpec(max_batch=32, max_delay_ms=2)})
+    batched = SCALE.model_copy(update={"batching": BatchingSpec(max_batch=32, max_delay_ms=2.0)})
     stats = WorkerStats(functions={"scale": FunctionStats(
         calls=40, errors=0, compute_us=8100, batches=40, batched_runs=512)}, pending=0)
     return [vector("register_batching", "A worker that batches concurrent runs of 'scale': up to "

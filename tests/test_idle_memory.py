@@ -27,10 +27,12 @@ HEAVY = ("typer", "rich", "click", "interop_runtime.client", "interop_runtime.op
          "interop_runtime.cli.app", "interop_runtime.cli.common")
 # nor what only some daemons need. Tensors reach the coordinator only on the path through it
 # (Client(direct=False)), so numpy and ml_dtypes load then; prometheus_client and http.server
-# only with --metrics-port or --dashboard-port. No daemon loads asyncio: pyzmq's
-# ThreadAuthenticator did, transport/zap.py serves the same check without it.
-SPARED = {"coordinator": ("numpy", "ml_dtypes", "prometheus_client", "http", "asyncio"),
-          "w1": ("asyncio",)}
+# only with --metrics-port or --dashboard-port. No daemon loads asyncio (pyzmq's
+# ThreadAuthenticator did; transport/zap.py serves the same check without it), nor pydantic:
+# the wire models are msgspec structs, pydantic is for the client's config files.
+SPARED = {"coordinator": ("numpy", "ml_dtypes", "prometheus_client", "http", "asyncio",
+                          "pydantic", "pydantic_core", "yaml"),
+          "w1": ("asyncio", "pydantic", "pydantic_core")}  # its config file is YAML
 
 
 def _command(group: str) -> Any:

@@ -26,6 +26,7 @@ from typer.core import TyperGroup
 
 from interop_runtime.graph.pipeline import ConfigError, describe_validation
 from interop_runtime.wire.errors import InteropError
+from interop_runtime.wire.model import WireValidationError, error_location
 
 # stdout, as the CLI always printed its one-line errors (scripts and tests read them there)
 _err = Console()
@@ -58,6 +59,9 @@ def one_line(exc: BaseException) -> str:
         return f": {exc}"
     if isinstance(exc, ValidationError):
         return f": invalid {exc.title}: {describe_validation(exc)}"
+    if isinstance(exc, WireValidationError):  # a wire model (graph spec, tensor spec)
+        loc, problem = error_location(exc)
+        return f": invalid: {loc}: {problem}" if loc else f": invalid: {problem}"
     if isinstance(exc, yaml.YAMLError):
         mark = getattr(exc, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

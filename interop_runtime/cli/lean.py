@@ -170,7 +170,7 @@ def run_worker(*, plugin: str, coordinator: str, config: Path | None, name: str 
     import zmq
 
     from interop_runtime.cli.logs import setup_logging
-    from interop_runtime.graph.pipeline import ConfigError, read_yaml
+    from interop_runtime.graph.config_files import ConfigError, read_yaml
     from interop_runtime.transport.security import check_bind_allowed
     from interop_runtime.wire.errors import InteropError
     from interop_runtime.worker.host import WorkerHost

@@ -4,8 +4,7 @@ messages that carry its tensors (set-up happens once, at registration)."""
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-
-from pydantic import BaseModel, Field
+from dataclasses import dataclass, field
 
 from interop_runtime.graph.placement import PoolView
 from interop_runtime.graph.validate import Pools, validate
@@ -22,7 +21,8 @@ from interop_runtime.wire.payloads import (
 )
 
 
-class CompiledGraph(BaseModel):
+@dataclass
+class CompiledGraph:
     """What the coordinator keeps per registered graph."""
 
     spec: GraphSpec
@@ -32,14 +32,14 @@ class CompiledGraph(BaseModel):
     input_specs: dict[str, TensorSpec]
     source_nodes: list[str]  # nodes with no inputs at all: triggered by an empty DATA
     plans: dict[str, WorkerPlan]  # worker -> plan
-    output_workers: dict[str, str] = {}  # graph output -> the worker that produces it
+    output_workers: dict[str, str] = field(default_factory=dict)  # graph output -> the worker that produces it
     # pool nodes -> the replicas a run may be placed on (live, not draining), and every
     # replica their routes list (draining ones too, so that runs placed there finish)
-    replicas: dict[str, list[str]] = {}
-    members: dict[str, list[str]] = {}
+    replicas: dict[str, list[str]] = field(default_factory=dict)
+    members: dict[str, list[str]] = field(default_factory=dict)
     # changes with every compilation (a worker's new endpoint, a new key): a direct RUN
     # names the routes its client used, and stale ones are refused
-    routes_id: str = Field(default_factory=new_id)
+    routes_id: str = field(default_factory=new_id)
 
     def direct_refusal(self) -> str | None:
         """Why a client may not run this graph directly (None: it may). Source nodes need the

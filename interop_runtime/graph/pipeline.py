@@ -10,65 +10,54 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 import numpy as np
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, WithJsonSchema
 
+from interop_runtime.graph.config_files import ConfigError, read_yaml
 from interop_runtime.wire.dtypes import to_numpy_dtype
+from interop_runtime.wire.model import WireModel, WireValidationError, describe
 from interop_runtime.wire.payloads import GraphSpec
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound="BaseModel | WireModel")
 _PROBLEMS = {"extra_forbidden": "unknown key", "missing": "missing key"}
-
-
-class ConfigError(ValueError):
-    """A config file that cannot be used: ``FILE: KEY: problem`` (or ``FILE:LINE: ...``)."""
-
-    def __init__(self, path: str | Path, problem: str, key: str | None = None) -> None:
-        self.path, self.key, self.problem = str(path), key, problem
-        super().__init__(f"{path}: {key}: {problem}" if key else f"{path}: {problem}")
+__all__ = ["ConfigError", "PipelineSpec", "read_yaml", "validate_config", "load_yaml_model",
+           "describe_validation", "make_input", "make_inputs"]
 
 
 def describe_validation(exc: ValidationError, prefix: str = "", limit: int = 3) -> str:
-    """pydantic's errors as ``key.path: problem``, the first few, separated by ``; ``."""
+    """pydantic's errors as ``key.path: problem``, the first few, separated by ``; ``; a
+    wire model inside (a pipeline's graph) adds its own path and words."""
     errors = exc.errors()
     parts = []
     for err in errors[:limit]:
-        key = ".".join([*([prefix] if prefix else []), *(str(p) for p in err["loc"])])
+        loc = [str(p) for p in err["loc"]]
         said = str(err["msg"]).removeprefix("Value error, ")  # our validators' own words
-        parts.append(f"{key or '(top level)'}: {_PROBLEMS.get(err['type'], said)}")
+        kind = err["type"]
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, WireValidationError):
+            where, said = describe(inner)
+            loc += where.split(".") if where else []
+        key = ".".join([*([prefix] if prefix else []), *loc])
+        parts.append(f"{key or '(top level)'}: {_PROBLEMS.get(kind, said)}")
     more = len(errors) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
-def read_yaml(path: str | Path) -> Any:
-    """A YAML file's data; a missing file or a syntax error is a ConfigError naming it."""
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise ConfigError(path, "no such file") from None
-    except OSError as exc:
-        raise ConfigError(path, exc.strerror or str(exc)) from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(where, f"YAML syntax: {getattr(exc, 'problem', None) or exc}"
-                          ) from None
-
-
 def validate_config(model: type[M], data: Any, path: str | Path, prefix: str = "") -> M:
-    """``model`` from a file's data; pydantic's errors become a ConfigError naming the file
-    and each key (under ``prefix``)."""
+    """``model`` (a pydantic config, or a wire model) from a file's data; its errors become
+    a ConfigError naming the file and each key (under ``prefix``)."""
     if data is None:
         raise ConfigError(path, "the file is empty")
     try:
-        return model.model_validate(data)
+        return cast(M, model.model_validate(data))
     except ValidationError as exc:
         raise ConfigError(path, describe_validation(exc, prefix)) from None
+    except WireValidationError as exc:  # a wire model read from a file (a bare graph)
+        where, said = describe(exc)
+        key = ".".join(p for p in (prefix, where) if p)
+        raise ConfigError(path, f"{key or '(top level)'}: {said}") from None
 
 
 def load_yaml_model(model: type[M], path: str | Path) -> M:
@@ -76,9 +65,16 @@ def load_yaml_model(model: type[M], path: str | Path) -> M:
     return validate_config(model, read_yaml(path), path)
 
 
+# a wire model (msgspec) inside a pydantic config: checked by its own rules, shown in the
+# config's JSON Schema as protocol/schema.json's GraphSpec
+GraphField = Annotated[GraphSpec, PlainValidator(GraphSpec.model_validate),
+                       WithJsonSchema({"$ref": "https://interop-runtime/protocol/schema.json"
+                                               "#/$defs/GraphSpec"})]
+
+
 class PipelineSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    graph: GraphSpec
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    graph: GraphField
     inputs: dict[str, dict[str, Any]] = {}
     repeat: int = Field(1, ge=1)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import msgpack
-from pydantic import ValidationError
+import msgspec
 
 from interop_runtime.wire.dtypes import STRING, itemsize, to_numpy_dtype, wire_dtype
 from interop_runtime.wire.errors import (
@@ -33,7 +33,6 @@ from interop_runtime.wire.errors import (
 from interop_runtime.wire.messages import (
     KINDS,
     MAX_DIM,
-    MESSAGE_ADAPTER,
     MESSAGE_MODELS,
     PROTOCOL_VERSION,
     ControlMsg,
@@ -44,6 +43,7 @@ from interop_runtime.wire.messages import (
     ShmHandleModel,
     TensorMeta,
 )
+from interop_runtime.wire.model import error_location, without_nones
 from interop_runtime.wire.strings import (
     check_size,
     decode_strings,
@@ -94,7 +94,7 @@ def _as_wire_array(arr: Any) -> np.ndarray:
 
 def header_bytes(msg: Header) -> bytes:
     """The canonical msgpack header: fields in declared order, null optionals left out."""
-    return msgpack.packb(msg.model_dump(mode="python", exclude_none=True), use_bin_type=True)
+    return msgpack.packb(without_nones(msg), use_bin_type=True)
 
 
 def encode(
@@ -167,6 +167,7 @@ def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
                             field="header") from None
     if not isinstance(raw, dict):
         raise BadFrameError(f"header must be a msgpack map, got {type(raw).__name__}", field="header")
+    _check_keys(raw)
     version = raw.get("v")
     if not isinstance(version, int) or isinstance(version, bool):
         raise BadHeaderError("header has no integer protocol version 'v'", field="v")
@@ -178,17 +179,21 @@ def _decode(frames: Sequence[Frame], max_bytes: int) -> Envelope:
         raise UnknownKindError(f"unknown message kind {kind!r}; expected one of {', '.join(KINDS)}",
                                field="kind")
     _check_unknown_fields(raw, kind)
+    raw = _nil_is_absent(raw)
     try:
         # strict: a header must carry the types of protocol/schema.json, not strings
         # that merely parse as numbers, so every implementation accepts the same headers
-        msg = MESSAGE_ADAPTER.validate_python(raw, strict=True)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"][1:]) or "header"
+        msg = msgspec.convert(raw, _MODELS[kind], strict=True)  # a union would cost 9x
+    except msgspec.ValidationError as exc:
+        loc, problem = error_location(exc)
         # the closed list (errors.py) files an unknown dtype under bad_tensor
-        error = BadTensorError if _is_tensor_dtype(first["loc"]) else BadHeaderError
-        raise error(f"{kind} header is invalid at {loc}: {first['msg'][:200]}", field=loc) from None
+        error = BadTensorError if _is_tensor_dtype(loc) else BadHeaderError
+        raise error(f"{kind} header is invalid at {loc or 'header'}: {problem[:200]}",
+                    field=loc or "header") from None
     _check_free_form(msg)
+    for key in _NESTED_MODELS.get(kind, ()):  # their own unknown fields are plain values too
+        if key in raw:
+            check_plain(raw[key], key, max_items=MAX_HEADER_BYTES)
     shared: dict[str, TensorMeta] = {}
     for i, meta in enumerate(msg.tensors):
         if meta.frame == 0:
@@ -234,9 +239,40 @@ def _check_shared(meta: TensorMeta, where: str, max_bytes: int,
                              field=where)
 
 
+_MODELS: dict[str, type[Header]] = dict(zip(KINDS, MESSAGE_MODELS, strict=True))
 _FIELDS: dict[str, frozenset[str]] = {
-    kind: frozenset(model.model_fields) for kind, model in zip(KINDS, MESSAGE_MODELS, strict=True)}
-_TENSOR_FIELDS = frozenset(TensorMeta.model_fields)
+    kind: frozenset({"kind", *model.__struct_fields__})
+    for kind, model in zip(KINDS, MESSAGE_MODELS, strict=True)}
+_TENSOR_FIELDS = frozenset(TensorMeta.__struct_fields__)
+
+
+# kinds whose fields hold models of their own (FunctionSpec, WorkerStats): whatever unknown
+# fields those carry is checked as free-form values are
+_NESTED_MODELS = {"register": ("functions",), "heartbeat": ("stats",)}
+
+
+def _check_keys(raw: dict[str, Any]) -> None:
+    """Map keys are strings (SPEC section 6, row 4): msgpack's strict_map_key already refuses
+    other types but lets bin keys through, here refused where the header's own fields are."""
+    maps = [raw, *(m for m in raw.get("tensors") or () if isinstance(m, dict))] \
+        if isinstance(raw.get("tensors"), list) else [raw]
+    for m in maps:
+        for key in m:
+            if not isinstance(key, str):
+                raise BadFrameError("header has a map key that is not a string", field="header")
+
+
+def _nil_is_absent(raw: dict[str, Any]) -> dict[str, Any]:
+    """nil for a field means absent (SPEC section 4): its default, in the header and in each
+    TensorMeta."""
+    if None in raw.values():
+        raw = {k: v for k, v in raw.items() if v is not None}
+    tensors = raw.get("tensors")
+    if isinstance(tensors, list) and any(isinstance(m, dict) and None in m.values()
+                                         for m in tensors):
+        raw["tensors"] = [{k: v for k, v in m.items() if v is not None}
+                          if isinstance(m, dict) else m for m in tensors]
+    return raw
 
 
 def _check_unknown_fields(raw: dict[str, Any], kind: str) -> None:
@@ -275,9 +311,10 @@ def is_error_message(frames: Sequence[Frame]) -> bool:
     return isinstance(raw, dict) and raw.get("kind") == "error"
 
 
-def _is_tensor_dtype(loc: tuple[Any, ...]) -> bool:
-    """True for a validation error at ``<kind>.tensors.<i>.dtype``."""
-    return len(loc) == 4 and loc[1] == "tensors" and loc[3] == "dtype"
+def _is_tensor_dtype(loc: str) -> bool:
+    """True for a validation error at ``tensors.<i>.dtype``."""
+    parts = loc.split(".")
+    return len(parts) == 3 and parts[0] == "tensors" and parts[2] == "dtype"
 
 
 def _wrap_tensors(metas: list[TensorMeta], frames: Sequence[Frame], max_bytes: int

@@ -6,17 +6,21 @@ frame (1-based: frame 0 is the header). The language-neutral definition of all
 of this is ``protocol/SPEC.md``; ``protocol/schema.json`` is generated from
 these models and a test keeps the two in step.
 
-Receivers ignore unknown fields (``extra="ignore"``) so that minor additions
-stay compatible; a new *kind* or a changed meaning bumps ``PROTOCOL_VERSION``.
+The models are msgspec structs (wire/model.py): the codec validates every header
+against them, types and constraints, in strict mode. Receivers ignore unknown fields
+so that minor additions stay compatible; a new *kind* or a changed meaning bumps
+``PROTOCOL_VERSION``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import sys
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from msgspec import Meta
 
 from interop_runtime.wire.dtypes import DTYPE_NAMES
+from interop_runtime.wire.model import WireModel
 
 PROTOCOL_VERSION = 4
 
@@ -24,54 +28,53 @@ MAX_NDIM = 32  # dimensions of one tensor
 MAX_DIM = (1 << 63) - 1  # a dimension, and a tensor's element count, stay below 2**63
 MAX_TIMEOUT_S = 7 * 24 * 3600.0
 
-Name = Annotated[str, Field(min_length=1, max_length=256)]
-Ref = Annotated[str, Field(max_length=256)]  # a name that refers to something (may be empty)
+Name = Annotated[str, Meta(min_length=1, max_length=256)]
+Ref = Annotated[str, Meta(max_length=256)]  # a name that refers to something (may be empty)
 DTypeName = Literal[DTYPE_NAMES]  # type: ignore[valid-type]
 # node -> {worker, compute_us, wait_us, bytes_out, start_unix_us, end_unix_us}: typed, so that validation
 # (not a walk in Python) keeps it to plain strings and integers
-Timings = Annotated[dict[Name, dict[Name, int | str]], Field(max_length=10_000)]
+Timings = Annotated[dict[Name, dict[Name, int | str]], Meta(max_length=10_000)]
 # a run's replica placement (SPEC section 19): pool node -> the worker that runs it
-Placement = Annotated[dict[Name, Name], Field(max_length=10_000)]
+Placement = Annotated[dict[Name, Name], Meta(max_length=10_000)]
+Dim = Annotated[int, Meta(ge=0, le=MAX_DIM)]
+# finite and at most a week: a NaN or infinite deadline would make a run that never ends
+Timeout = Annotated[float, Meta(gt=0, le=MAX_TIMEOUT_S)]
+Finite = Annotated[float, Meta(ge=-sys.float_info.max, le=sys.float_info.max)]  # no NaN, no inf
 
 
-# Defaults of the fields that hot messages carry: a factory, since pydantic deep-copies a
-# mutable default for every instance; the schema still states the default.
-EMPTY_LIST: dict[str, Any] = {"default": []}
-EMPTY_MAP: dict[str, Any] = {"default": {}}
+def hex_pattern(digits: str) -> str:
+    """Only hex digits, to the end: ``(?!\n)`` because Python's ``$`` also matches before a
+    final newline, which JSON Schema's (ECMA-262) does not."""
+    return rf"^[0-9a-f]{digits}(?!\n)$"
 
 
-class WireModel(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=False, populate_by_name=True)
-
-
-class ShmHandleModel(WireModel):
+class ShmHandleModel(WireModel, kw_only=True, forbid_unknown_fields=True):
     """Where a tensor's bytes are in a same-host shared-memory segment (SPEC section 17):
     the producer's segment ``token``, opened as ``/proc/<pid>/fd/<fd>``, ``len`` bytes at
     ``off``, valid while the segment's header holds generation ``gen``."""
 
-    model_config = ConfigDict(extra="forbid")
-    token: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
-    pid: Annotated[int, Field(ge=1, le=MAX_DIM)]
-    fd: Annotated[int, Field(ge=0, le=MAX_DIM)]
-    off: Annotated[int, Field(ge=0, le=MAX_DIM)]
-    len: Annotated[int, Field(ge=0, le=MAX_DIM)]
-    gen: Annotated[int, Field(ge=0, le=MAX_DIM)]
+    token: Annotated[str, Meta(pattern=hex_pattern("{32}"))]
+    pid: Annotated[int, Meta(ge=1, le=MAX_DIM)]
+    fd: Dim
+    off: Dim
+    len: Dim
+    gen: Dim
 
 
-class TensorMeta(WireModel):
+class TensorMeta(WireModel, kw_only=True):
     """Where one tensor's bytes are and how to read them: buffer frame ``frame`` (1-based),
     or, with ``frame`` 0, the shared-memory segment that ``shm`` names."""
 
     name: Name
     dtype: DTypeName
-    shape: Annotated[list[Annotated[int, Field(ge=0, le=MAX_DIM)]], Field(max_length=MAX_NDIM)]
-    frame: Annotated[int, Field(ge=0, le=1 << 20)]
+    shape: Annotated[list[Dim], Meta(max_length=MAX_NDIM)]
+    frame: Annotated[int, Meta(ge=0, le=1 << 20)]
     shm: ShmHandleModel | None = None
     device: str | None = None  # the device it came from, a hint ("cpu", "cuda:0")
     layout: str | None = None  # "NCHW", "NHWC", ... a hint for the consumer
 
 
-class TensorSpec(WireModel):
+class TensorSpec(WireModel, kw_only=True):
     """What a function accepts or returns: None dtype = any, None shape = any rank,
     a None entry in shape = a dynamic dimension."""
 
@@ -81,25 +84,25 @@ class TensorSpec(WireModel):
     layout: str | None = None
     # [lo, hi], inclusive: the values the model accepts where it states them (token ids
     # below an embedding's rows, a mask's 0/1); a hint for input generators, never enforced
-    range: Annotated[list[int | Annotated[float, Field(allow_inf_nan=False)]],
-                     Field(min_length=2, max_length=2)] | None = None
+    range: Annotated[list[int | Finite], Meta(min_length=2, max_length=2)] | None = None
 
 
 MAX_BATCH = 4096  # rows in one batched call
+MAX_FUNCTIONS = 4_096  # functions one worker may announce
 MAX_BATCH_DELAY_MS = 1000.0
 
 
-class BatchingSpec(WireModel):
+class BatchingSpec(WireModel, kw_only=True):
     """A function's dynamic batching (SPEC "Dynamic batching"): the worker stacks concurrent
     runs' inputs along ``dim``, up to ``max_batch`` rows, waiting at most ``max_delay_ms``
     after the first. Informative for peers: only timing changes."""
 
-    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)]
-    max_delay_ms: Annotated[float, Field(ge=0, le=MAX_BATCH_DELAY_MS)] = 2.0
-    dim: Annotated[int, Field(ge=0, lt=MAX_NDIM)] = 0
+    max_batch: Annotated[int, Meta(ge=1, le=MAX_BATCH)]
+    max_delay_ms: Annotated[float, Meta(ge=0, le=MAX_BATCH_DELAY_MS)] = 2.0
+    dim: Annotated[int, Meta(ge=0, lt=MAX_NDIM)] = 0
 
 
-class FunctionSpec(WireModel):
+class FunctionSpec(WireModel, kw_only=True):
     name: Name
     inputs: list[TensorSpec] = []
     outputs: list[TensorSpec] = []
@@ -107,28 +110,28 @@ class FunctionSpec(WireModel):
     batching: BatchingSpec | None = None  # absent: one run per call
 
 
-class Header(WireModel):
-    kind: str
+class Header(WireModel, kw_only=True, tag_field="kind"):
+    kind: ClassVar[str]  # the tag: what the header's "kind" says, one value per model
     v: int
-    id: Annotated[str, Field(min_length=1, max_length=128)]
+    id: Annotated[str, Meta(min_length=1, max_length=128)]
     src: Ref | None = None
     dst: Ref | None = None
-    tensors: list[TensorMeta] = Field(default_factory=list, json_schema_extra=EMPTY_LIST)
+    tensors: list[TensorMeta] = []
 
 
 # --- the three message kinds of the design -------------------------------------------
 
-class DataMsg(Header):
+class DataMsg(Header, kw_only=True, tag="data"):
     """Tensors for a target node of a run (client inputs, worker-to-worker edges), or a
     direct run's graph outputs on their way to the client (``node`` = the producer)."""
 
-    kind: Literal["data"] = "data"
+    kind: ClassVar[str] = "data"
     graph: Ref
     run: Ref
     node: Ref
     # a direct run (SPEC section 16): the client's routing id (hex) that graph outputs go
     # back to, and its host key (shared memory is used only on the same host)
-    client: Annotated[str, Field(pattern=r"^[0-9a-f]{2,64}$")] | None = None
+    client: Annotated[str, Meta(pattern=hex_pattern("{2,64}"))] | None = None
     client_host: Ref | None = None
     # a direct run: what the nodes upstream of this tensor cost, node -> timing map
     timings: Timings | None = None
@@ -143,51 +146,51 @@ ControlAction = Literal[
 ]
 
 
-class ControlMsg(Header):
+class ControlMsg(Header, kw_only=True, tag="control"):
     """A signal for a target: invoke a function with arguments, or change state.
 
     ``dst`` names the worker; ``node`` the graph node where it applies; ``run``
     the run for ``cancel``. ``args`` is a free msgpack map for the action."""
 
-    kind: Literal["control"] = "control"
+    kind: ClassVar[str] = "control"
     action: ControlAction
     function: Ref | None = None
     node: Ref | None = None
     graph: Ref | None = None
     run: Ref | None = None
-    args: dict[str, Any] = Field(default_factory=dict, json_schema_extra=EMPTY_MAP)
+    args: dict[str, Any] = {}
     # how long the sender waits for the answer: the coordinator keeps a forwarded request
     # open that long (default: its own request timeout, 30 s)
-    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
+    timeout_s: Timeout | None = None
 
 
 ParamOp = Literal["list", "get", "set"]
 
 
-class ParamMsg(Header):
+class ParamMsg(Header, kw_only=True, tag="param"):
     """Read or write named parameter tensors of a worker's model."""
 
-    kind: Literal["param"] = "param"
+    kind: ClassVar[str] = "param"
     op: ParamOp
     names: list[str] | None = None  # None = all (for get)
     version: int | None = None  # on set: expected current version (optimistic), optional
-    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
+    timeout_s: Timeout | None = None
 
 
 # --- replies ------------------------------------------------------------------------
 
-class ReplyMsg(Header):
+class ReplyMsg(Header, kw_only=True, tag="reply"):
     """Success reply to any request; ``body`` is a request-specific map."""
 
-    kind: Literal["reply"] = "reply"
+    kind: ClassVar[str] = "reply"
     reply_to: str
-    body: dict[str, Any] = Field(default_factory=dict, json_schema_extra=EMPTY_MAP)
+    body: dict[str, Any] = {}
 
 
-class ErrorMsg(Header):
+class ErrorMsg(Header, kw_only=True, tag="error"):
     """Typed failure reply; ``code`` is from the closed list in errors.ErrorCode."""
 
-    kind: Literal["error"] = "error"
+    kind: ClassVar[str] = "error"
     reply_to: str | None = None
     code: str
     message: str
@@ -200,14 +203,14 @@ class ErrorMsg(Header):
 
 # --- worker <-> coordinator --------------------------------------------------------
 
-class RegisterMsg(Header):
-    kind: Literal["register"] = "register"
+class RegisterMsg(Header, kw_only=True, tag="register"):
+    kind: ClassVar[str] = "register"
     name: Name
     plugin: str
     device: str = "cpu"
     endpoint: str  # the worker's inbox, where peers send DATA
     public_key: str | None = None  # the inbox's CURVE public key (Z85), when CURVE is on
-    functions: list[FunctionSpec] = []
+    functions: Annotated[list[FunctionSpec], Meta(max_length=MAX_FUNCTIONS)] = []
     pid: int | None = None
     info: dict[str, Any] = {}
     # the host key of processes that can map this worker's shared memory (SPEC section
@@ -217,11 +220,11 @@ class RegisterMsg(Header):
     pool: Name | None = None
 
 
-Count = Annotated[int, Field(ge=0, le=MAX_DIM)]
+Count = Dim
 MAX_STATS_FUNCTIONS = 256  # functions one heartbeat reports on
 
 
-class FunctionStats(WireModel):
+class FunctionStats(WireModel, kw_only=True):
     """One function's totals since the worker started."""
 
     calls: Count = 0
@@ -232,12 +235,11 @@ class FunctionStats(WireModel):
     batched_runs: Count | None = None
 
 
-class WorkerStats(WireModel):
+class WorkerStats(WireModel, kw_only=True):
     """A worker's own metrics, on its heartbeat (SPEC section 5.2): totals since it
     started, and current levels. Typed and bounded, so a hostile map is refused whole."""
 
-    functions: Annotated[dict[Name, FunctionStats],
-                         Field(max_length=MAX_STATS_FUNCTIONS)] = {}
+    functions: Annotated[dict[Name, FunctionStats], Meta(max_length=MAX_STATS_FUNCTIONS)] = {}
     pending: Count = 0  # (run, node) entries waiting for inputs
     bytes_in: Count = 0  # tensor bytes received
     bytes_out: Count = 0  # tensor bytes sent to other processes
@@ -245,8 +247,8 @@ class WorkerStats(WireModel):
     device_bytes: Count | None = None  # device memory in use, when the plugin can tell
 
 
-class HeartbeatMsg(Header):
-    kind: Literal["heartbeat"] = "heartbeat"
+class HeartbeatMsg(Header, kw_only=True, tag="heartbeat"):
+    kind: ClassVar[str] = "heartbeat"
     name: Name
     busy: bool = False
     # the token of the REGISTER reply: heartbeats travel on their own connection, so this,
@@ -255,17 +257,17 @@ class HeartbeatMsg(Header):
     stats: WorkerStats | None = None
 
 
-class DeregisterMsg(Header):
-    kind: Literal["deregister"] = "deregister"
+class DeregisterMsg(Header, kw_only=True, tag="deregister"):
+    kind: ClassVar[str] = "deregister"
     name: Name
     reason: str | None = None
 
 
-class DoneMsg(Header):
+class DoneMsg(Header, kw_only=True, tag="done"):
     """A worker finished (or failed) one node of one run. Carries only the tensors
     that are graph outputs; everything else went straight to the consumers."""
 
-    kind: Literal["done"] = "done"
+    kind: ClassVar[str] = "done"
     graph: Ref
     run: Ref
     node: Ref
@@ -284,36 +286,35 @@ class DoneMsg(Header):
 
 # --- client <-> coordinator ---------------------------------------------------------
 
-class GraphMsg(Header):
+class GraphMsg(Header, kw_only=True, tag="graph"):
     """Validate or register a graph spec (see graph.GraphSpec for ``spec``)."""
 
-    kind: Literal["graph"] = "graph"
+    kind: ClassVar[str] = "graph"
     op: Literal["validate", "register", "drop"]
     spec: dict[str, Any] = {}
     graph: Ref | None = None
 
 
-class RunMsg(Header):
+class RunMsg(Header, kw_only=True, tag="run"):
     """Run a registered graph once; tensors are the graph's named inputs."""
 
-    kind: Literal["run"] = "run"
+    kind: ClassVar[str] = "run"
     graph: Ref
-    run: Annotated[str, Field(min_length=1, max_length=128)]
-    # finite and at most a week: a NaN or infinite deadline would make a run that never ends
-    timeout_s: Annotated[float, Field(gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)] | None = None
+    run: Annotated[str, Meta(min_length=1, max_length=128)]
+    timeout_s: Timeout | None = None
     detach: bool = False  # true: reply at once, collect later with query "result"
     # a direct run: no tensors here; the client sends them to the workers itself and
     # declares their total size for admission (SPEC section 16)
     direct: bool = False
-    input_bytes: Annotated[int, Field(ge=0, le=MAX_DIM)] = 0
+    input_bytes: Dim = 0
     routes: Ref | None = None  # the ``routes_id`` of the QUERY routes answer it used
     place: Placement | None = None  # a direct run: the replicas its client chose
 
 
-class QueryMsg(Header):
+class QueryMsg(Header, kw_only=True, tag="query"):
     """Ask the coordinator about its state: workers, graphs, runs, a result."""
 
-    kind: Literal["query"] = "query"
+    kind: ClassVar[str] = "query"
     what: Literal["workers", "graphs", "runs", "result", "status", "routes"]
     run: Ref | None = None
     graph: Ref | None = None
@@ -322,12 +323,9 @@ class QueryMsg(Header):
     epoch: Ref | None = None
 
 
-Message = Annotated[
-    DataMsg | ControlMsg | ParamMsg | ReplyMsg | ErrorMsg | RegisterMsg | HeartbeatMsg | DeregisterMsg | DoneMsg | GraphMsg | RunMsg | QueryMsg,
-    Field(discriminator="kind"),
-]
-
-MESSAGE_ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
+# one of the kinds, chosen by the header's "kind"
+Message = (DataMsg | ControlMsg | ParamMsg | ReplyMsg | ErrorMsg | RegisterMsg | HeartbeatMsg
+           | DeregisterMsg | DoneMsg | GraphMsg | RunMsg | QueryMsg)
 
 KINDS: tuple[str, ...] = (
     "data", "control", "param", "reply", "error", "register", "heartbeat", "deregister",

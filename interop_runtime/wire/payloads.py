@@ -8,11 +8,17 @@ message headers; ``interop_runtime.graph`` validates and compiles them.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from msgspec import Meta
 
 from interop_runtime.wire.errors import GraphError
+from interop_runtime.wire.model import (
+    WireModel,
+    WireValidationError,
+    error_location,
+    names_a_field,
+)
 
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 
@@ -25,10 +31,9 @@ def split_port(ref: str, *, what: str) -> tuple[str, str]:
     return node, port
 
 
-class NodeSpec(BaseModel):
+class NodeSpec(WireModel, kw_only=True, forbid_unknown_fields=True):
     """One node: a function on a named ``worker``, or on any replica of a ``pool``."""
 
-    model_config = ConfigDict(extra="forbid")
     worker: str = ""
     pool: str | None = None
     function: str
@@ -36,13 +41,11 @@ class NodeSpec(BaseModel):
     # idempotent nodes may be re-run: if their worker is lost mid-run, the coordinator waits
     # for it to come back (a supervisor restarts it) and runs the whole graph again, up to
     # this many times, within the run's deadline
-    retries: int = Field(default=0, ge=0, le=10)
+    retries: Annotated[int, Meta(ge=0, le=10)] = 0
 
-    @model_validator(mode="after")
-    def _one_target(self) -> NodeSpec:
+    def __post_init__(self) -> None:
         if bool(self.worker) == bool(self.pool):
             raise ValueError("a node names either a worker or a pool, exactly one of them")
-        return self
 
     @property
     def target(self) -> str:
@@ -50,8 +53,7 @@ class NodeSpec(BaseModel):
         return self.worker or f"pool:{self.pool}"
 
 
-class EdgeSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class EdgeSpec(WireModel, kw_only=True, forbid_unknown_fields=True):
     src: str  # producer "node.output"
     dst: str  # consumer "node.input"
 
@@ -59,54 +61,76 @@ class EdgeSpec(BaseModel):
         return f"{self.src} -> {self.dst}"
 
 
-def _shorthands_in_schema(schema: dict[str, Any]) -> None:
-    """The schema accepts what the validators below accept: ``"a.y -> b.x"`` edges and a
-    single string for a graph input that feeds one node input."""
-    props = schema["properties"]
+ARROW_PATTERN = r"^\s*[^.\s]+\.\S+\s*->\s*[^.\s]+\.\S+\s*$"
+
+
+class GraphSpec(WireModel, kw_only=True, forbid_unknown_fields=True):
+    """A DAG. ``inputs`` maps a graph input to the node inputs it feeds; ``outputs``
+    maps a graph output to the node output it comes from."""
+
+    name: Annotated[str, Meta(min_length=1, max_length=256)]  # what a RUN can name
+    nodes: dict[str, NodeSpec]
+    edges: list[EdgeSpec] = []
+    inputs: dict[str, list[str]] = {}
+    outputs: dict[str, str] = {}
+
+    @classmethod
+    def model_validate(cls, obj: Any) -> GraphSpec:
+        """Also takes the YAML-friendly shorthands: an edge ``"a.y -> b.x"``, and a single
+        string for a graph input that feeds one node input."""
+        if isinstance(obj, dict):
+            obj = _long_form(obj)
+        try:
+            return super().model_validate(obj)
+        except WireValidationError as exc:
+            raise _name_the_node(obj, exc) from None
+
+
+def _long_form(spec: dict[str, Any]) -> dict[str, Any]:
+    out = dict(spec)
+    edges, inputs = spec.get("edges"), spec.get("inputs")
+    if isinstance(edges, list):
+        out["edges"] = [_edge(e) if isinstance(e, str) and "->" in e else e for e in edges]
+    if isinstance(inputs, dict):
+        out["inputs"] = {k: [v] if isinstance(v, str) else v for k, v in inputs.items()}
+    return out
+
+
+def _edge(arrow: str) -> dict[str, str]:
+    src, _, dst = arrow.partition("->")
+    return {"src": src.strip(), "dst": dst.strip()}
+
+
+def shorthands_in_schema(defs: dict[str, Any]) -> None:
+    """The schema accepts what ``GraphSpec.model_validate`` accepts: ``"a.y -> b.x"`` edges
+    and a single string for a graph input that feeds one node input."""
+    props = defs["GraphSpec"]["properties"]
     props["edges"]["items"] = {"anyOf": [props["edges"]["items"],
                                          {"type": "string", "pattern": ARROW_PATTERN}]}
     props["inputs"]["additionalProperties"] = {
         "anyOf": [props["inputs"]["additionalProperties"], {"type": "string"}]}
 
 
-ARROW_PATTERN = r"^\s*[^.\s]+\.\S+\s*->\s*[^.\s]+\.\S+\s*$"
+def _name_the_node(obj: Any, exc: WireValidationError) -> WireValidationError:
+    """msgspec does not name map keys in its errors (``nodes.*``); a config error must say
+    which node, so the nodes are checked one by one to find it."""
+    loc, _ = error_location(exc)
+    nodes = obj.get("nodes") if isinstance(obj, dict) else None
+    if not loc.startswith("nodes.*") or not isinstance(nodes, dict):
+        return exc
+    for key, node in nodes.items():
+        try:
+            NodeSpec.model_validate(node)
+        except WireValidationError as inner:
+            where, problem = error_location(inner)
+            steps = where.split(".") if where else []
+            if names_a_field(problem):  # the field name comes from the message itself
+                steps = steps[:-1]
+            return WireValidationError(f"{problem} - at `$.{'.'.join(['nodes', str(key), *steps])}`")
+    return exc
 
 
-class GraphSpec(BaseModel):
-    """A DAG. ``inputs`` maps a graph input to the node inputs it feeds; ``outputs``
-    maps a graph output to the node output it comes from."""
-
-    model_config = ConfigDict(extra="forbid", json_schema_extra=_shorthands_in_schema)
-    name: str
-    nodes: dict[str, NodeSpec]
-    edges: list[EdgeSpec] = []
-    inputs: dict[str, list[str]] = {}
-    outputs: dict[str, str] = {}
-
-    @field_validator("edges", mode="before")
-    @classmethod
-    def _edges_from_arrows(cls, value: Any) -> Any:
-        # YAML-friendly "a.y -> b.x" strings are accepted next to {src, dst} maps
-        if isinstance(value, list):
-            out = []
-            for item in value:
-                if isinstance(item, str) and "->" in item:
-                    src, _, dst = item.partition("->")
-                    out.append({"src": src.strip(), "dst": dst.strip()})
-                else:
-                    out.append(item)
-            return out
-        return value
-
-    @field_validator("inputs", mode="before")
-    @classmethod
-    def _inputs_as_lists(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: [v] if isinstance(v, str) else v for k, v in value.items()}
-        return value
-
-
-class Route(BaseModel):
+class Route(WireModel, kw_only=True):
     """Where one output goes: a node input on some worker."""
 
     worker: str
@@ -120,27 +144,27 @@ class Route(BaseModel):
     pool: str | None = None
 
 
-class Feeder(BaseModel):
+class Feeder(WireModel, kw_only=True):
     """A worker allowed to send DATA for one node input (its producer along an edge)."""
 
     worker: str
     public_key: str | None = None  # its CURVE key: the consumer checks DATA against it
 
 
-class PlanNode(BaseModel):
+class PlanNode(WireModel, kw_only=True):
     node: str
     function: str
     args: dict[str, Any] = {}
-    inputs: list[str] = Field(default_factory=list)  # input names to wait for
-    routes: dict[str, list[Route]] = Field(default_factory=dict)  # output -> consumers
-    graph_outputs: dict[str, list[str]] = Field(default_factory=dict)  # output -> graph outputs
+    inputs: list[str] = []  # input names to wait for
+    routes: dict[str, list[Route]] = {}  # output -> consumers
+    graph_outputs: dict[str, list[str]] = {}  # output -> graph outputs
     # input -> the workers whose DATA it accepts; graph inputs come from the coordinator
-    feeders: dict[str, list[Feeder]] = Field(default_factory=dict)
+    feeders: dict[str, list[Feeder]] = {}
     # inputs fed by graph inputs: in a direct run a client sends these to the inbox itself
-    client_inputs: list[str] = Field(default_factory=list)
+    client_inputs: list[str] = []
 
 
-class WorkerPlan(BaseModel):
+class WorkerPlan(WireModel, kw_only=True):
     graph: str
     version: int
     worker: str

@@ -1,4 +1,4 @@
-"""JSON Schema of the wire header, generated from the pydantic models.
+"""JSON Schema of the wire header, generated from the wire models (msgspec structs).
 
 ``protocol/schema.json`` is this function's output, committed so that other
 languages can validate headers without Python; ``tests/test_schema.py`` fails
@@ -16,12 +16,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
+import msgspec
 
 from interop_runtime.wire.dtypes import DTYPE_NAMES
 from interop_runtime.wire.errors import ErrorCode
-from interop_runtime.wire.messages import KINDS, MESSAGE_ADAPTER, PROTOCOL_VERSION
-from interop_runtime.wire.payloads import GraphSpec, WorkerPlan
+from interop_runtime.wire.messages import KINDS, PROTOCOL_VERSION, Message
+from interop_runtime.wire.payloads import GraphSpec, WorkerPlan, shorthands_in_schema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "protocol" / "schema.json"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
@@ -30,19 +30,14 @@ DRAFT = "https://json-schema.org/draft/2020-12/schema"
 def json_schema() -> dict[str, Any]:
     """The header schema for PROTOCOL_VERSION, with the free-form payloads
     (GRAPH ``spec``, CONTROL plan ``args.plan``) as extra definitions."""
-    body = MESSAGE_ADAPTER.json_schema(mode="validation")
-    defs: dict[str, Any] = body.pop("$defs")
-    # pydantic leaves ``kind`` optional because it has a default in Python; on the
-    # wire it is what selects the schema, so every message must carry it.
+    (body, _, _), defs = msgspec.json.schema_components(
+        [Message, GraphSpec, WorkerPlan], ref_template="#/$defs/{name}")
+    # exactly one kind fits a header: its "kind" selects the schema
+    body = {"oneOf": body["anyOf"], "discriminator": body["discriminator"]}
     for ref in body["oneOf"]:
         model = defs[ref["$ref"].rsplit("/", 1)[1]]
-        model["required"] = ["kind", *[f for f in model["required"] if f != "kind"]]
-    _, payloads = models_json_schema([(GraphSpec, "validation"), (WorkerPlan, "validation")],
-                                     ref_template="#/$defs/{model}")
-    for name, sub in payloads["$defs"].items():
-        if name in defs and defs[name] != sub:
-            raise RuntimeError(f"two different schemas are both named {name!r}")
-        defs[name] = sub
+        model["properties"]["kind"] = {"const": model["properties"]["kind"]["enum"][0]}
+    shorthands_in_schema(defs)
     return {
         "$schema": DRAFT,
         "$id": f"urn:interop-runtime:protocol:v{PROTOCOL_VERSION}",

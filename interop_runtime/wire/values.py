@@ -17,7 +17,8 @@ MAX_DEPTH = 32  # levels of arrays and maps inside one free-form value
 MAX_ITEMS = 100_000  # scalars, arrays and maps in one free-form value
 
 
-def check_plain(value: Any, where: str, *, finite: bool = False) -> None:
+def check_plain(value: Any, where: str, *, finite: bool = False,
+                max_items: int = MAX_ITEMS) -> None:
     """Raise ``BadHeaderError`` (field: the path of the fault) unless ``value`` is nil, a
     bool, an int, a float, a str, or arrays and string-keyed maps of those, at most
     MAX_DEPTH deep. ``finite`` also refuses NaN and infinities (JSON has none)."""
@@ -26,8 +27,8 @@ def check_plain(value: Any, where: str, *, finite: bool = False) -> None:
     while stack:
         item, path, depth = stack.pop()
         seen += 1
-        if seen > MAX_ITEMS:
-            raise BadHeaderError(f"{where} holds more than {MAX_ITEMS} values", field=where)
+        if seen > max_items:
+            raise BadHeaderError(f"{where} holds more than {max_items} values", field=where)
         if item is None or isinstance(item, (bool, int, str)):
             continue
         if isinstance(item, float):

@@ -23,10 +23,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from interop_runtime.graph.signatures import batch_dim_problem
 from interop_runtime.wire.messages import BatchingSpec, FunctionSpec
+from interop_runtime.wire.model import WireValidationError, describe
 from interop_runtime.worker.state import Ready
 
 MAX_GROUPS = 64  # open batches per function (distinct shapes or args); beyond, the oldest runs
@@ -59,10 +59,10 @@ def batching_policies(config: Any, functions: Mapping[str, FunctionSpec],
                              f"(known: {', '.join(KEYS)})")
         try:
             policy = BatchingSpec.model_validate(dict(entry))
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise ValueError(f"{where}.{loc}: {err['msg']}") from None
+        except WireValidationError as exc:
+            loc, problem = describe(exc)
+            raise ValueError(f"{where}.{loc}: {problem}" if loc else f"{where}: {problem}"
+                             ) from None
         if mutates(spec.name):  # a failed batch is retried run by run: calls must be pure
             raise ValueError(f"{where}: {spec.name} changes the parameters and cannot batch")
         check_batchable(spec, policy.dim)

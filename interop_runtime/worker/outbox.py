@@ -53,8 +53,9 @@ class Outbox:
         bytes_out = sum(a.nbytes for (ep, _), ts in batches.items() if ep != self.endpoint
                         for a in ts.values())
         end_us = time.time_ns() // 1000  # the client makes done_us of it
+        wait_us = int(ready.wait_s * 1e6)
         timing = {"worker": self.name, "compute_us": compute_us,
-                  "wait_us": int(ready.wait_s * 1e6), "bytes_out": bytes_out,
+                  "wait_us": wait_us, "bytes_out": bytes_out,
                   "start_unix_us": end_us - compute_us, "end_unix_us": end_us}
         timings = {**meta.timings, plan.node: timing} if meta.client else None
         local: list[Local] = []
@@ -89,7 +90,7 @@ class Outbox:
             results = {}
         send_msg(self.coord, DoneMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=graph,
                                      run=run, node=plan.node, compute_us=compute_us,
-                                     wait_us=timing["wait_us"], bytes_out=bytes_out,
+                                     wait_us=wait_us, bytes_out=bytes_out,
                                      timings=timings, start_unix_us=end_us - compute_us,
                                      end_unix_us=end_us), self.plane.owned(results))
         return local

@@ -7,7 +7,6 @@ import logging
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import (
@@ -18,6 +17,7 @@ from interop_runtime.wire.errors import (
     cut_text,
 )
 from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg
+from interop_runtime.wire.model import WireValidationError, error_location
 
 log = logging.getLogger("interop.worker")
 
@@ -36,7 +36,7 @@ def error_msg(exc: InteropError, *, src: str, reply_to: str | None, run: str | N
 
 def internal_error(exc: Exception) -> InteropError:
     log.exception("unexpected error while handling a message")
-    if isinstance(exc, ValidationError):
-        return BadHeaderError(f"invalid request: {exc.errors()[0]['msg']}",
-                              field=".".join(map(str, exc.errors()[0]["loc"])))
+    if isinstance(exc, WireValidationError):
+        loc, problem = error_location(exc)
+        return BadHeaderError(f"invalid request: {problem}", field=loc or None)
     return InternalError(f"{type(exc).__name__}: {exc}")

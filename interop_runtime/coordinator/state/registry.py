@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from interop_runtime.coordinator.state.base import StateTables
@@ -43,6 +44,16 @@ from interop_runtime.wire.payloads import GraphSpec
 log = logging.getLogger("interop.coordinator")
 
 
+def check_batching(functions: Iterable[FunctionSpec], worker: str, field: str) -> None:
+    """A batched function's signature must leave room for batches (REGISTER and CONTROL
+    functions alike)."""
+    for f in functions:
+        problem = batch_dim_problem(f, f.batching.dim) if f.batching else None
+        if problem:
+            raise BadHeaderError(f"worker {worker!r}: function {f.name!r} declares batching "
+                                 f"but {problem}", field=field, worker=worker)
+
+
 class Registry(StateTables):
     def _on_register(self, peer: bytes, msg: RegisterMsg, arrays: Any, now: float) -> list[Send]:
         self.authority.require_worker(self.caller_key, msg.name)
@@ -50,12 +61,7 @@ class Registry(StateTables):
         if is_wildcard(msg.endpoint):
             raise BadHeaderError(f"worker {msg.name!r} announced {msg.endpoint}, which no peer can "
                                  f"dial; it must advertise a concrete address", field="endpoint")
-        for f in msg.functions:  # a batched function's signature must leave room for batches
-            problem = batch_dim_problem(f, f.batching.dim) if f.batching else None
-            if problem:
-                raise BadHeaderError(f"worker {msg.name!r}: function {f.name!r} declares "
-                                     f"batching but {problem}", field="functions",
-                                     worker=msg.name)
+        check_batching(msg.functions, msg.name, "functions")
         old = self.workers.get(msg.name)
         if old and old.alive and old.identity != peer:
             # the name is held by a live connection: a restarted worker waits until the old

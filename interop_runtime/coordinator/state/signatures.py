@@ -17,10 +17,11 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pydantic import TypeAdapter, ValidationError
+import msgspec
 
 from interop_runtime.coordinator.state.base import StateTables
 from interop_runtime.coordinator.state.records import NAME, Send, reply
+from interop_runtime.coordinator.state.registry import check_batching
 from interop_runtime.graph.validate import validate
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import (
@@ -31,6 +32,7 @@ from interop_runtime.wire.errors import (
     UnknownTargetError,
 )
 from interop_runtime.wire.messages import (
+    MAX_FUNCTIONS,
     PROTOCOL_VERSION,
     ControlMsg,
     FunctionSpec,
@@ -45,9 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("interop.coordinator")
 
-MAX_FUNCTIONS = 4_096  # functions one worker may announce
 MODEL_ACTIONS = frozenset({"load", "unload"})  # forwarded for clients
-_FUNCTIONS: TypeAdapter[list[FunctionSpec]] = TypeAdapter(list[FunctionSpec])
 
 
 def _waits_for_a_worker(exc: InteropError) -> bool:
@@ -140,10 +140,11 @@ class Signatures(StateTables):
             raise BadHeaderError(f"args.functions must be a list of at most {MAX_FUNCTIONS} "
                                  f"function specs", field="args.functions")
         try:
-            specs = _FUNCTIONS.validate_python(raw)
-        except ValidationError as exc:
+            specs = msgspec.convert(raw, list[FunctionSpec], strict=True)
+        except msgspec.ValidationError as exc:
             raise BadHeaderError(f"args.functions: {str(exc)[:300]}",
                                  field="args.functions") from None
+        check_batching(specs, name, "args.functions")
         w.functions = {f.name: f for f in specs}  # one step: no half-updated table
         log.info("worker %s now offers %d functions", name, len(specs))
         out = self._reinstall_plans_for(name, now)
