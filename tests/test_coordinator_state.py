@@ -108,3 +108,37 @@ def test_per_connection_and_global_limits() -> None:
     assert refused.code == "busy" and "this connection" in refused.message
     assert isinstance(run(b"other", "r4")[0].msg, DataMsg)
     assert run(b"third", "r5")[0].msg.code == "busy"  # the global limit
+
+
+def _register(st: CoordinatorState, g: Graph) -> None:
+    sends = st.handle(CLIENT, Envelope(GraphMsg(v=V, id="g-" + g.name, op="register",
+                                                spec=g.spec().model_dump())), 0.0)
+    for s in [s for s in sends if isinstance(s.msg, ControlMsg)]:
+        st.handle(s.peer, Envelope(ReplyMsg(v=V, id="ack" + s.msg.id, reply_to=s.msg.id)), 0.0)
+
+
+def test_inputs_for_a_worker_gone_before_they_left_are_a_loss_not_a_failure() -> None:
+    """A worker killed before the coordinator sent it a run's inputs (its connection closed,
+    the send refused) is lost then and there, as a closed connection is found to be later:
+    an idempotent run waits for it to come back and runs again; the others fail."""
+    st, g = setup()
+    idem = Graph("idem").node("a", "w1", "f", retries=1).input("x", "a.x").output("y", "a.y")
+    _register(st, idem)
+    data = {}
+    for graph, run in (("idem", "r-idem"), ("chain", "r-chain")):
+        sends = st.handle(CLIENT, Envelope(RunMsg(v=V, id="m-" + run, graph=graph, run=run),
+                                           {"x": np.ones(1, np.float32)}), 1.0)
+        (data[run],) = [s for s in sends if isinstance(s.msg, DataMsg)]
+    out = st.undeliverable(data["r-idem"], gone=True)
+    (err,) = [s for s in out if isinstance(s.msg, ErrorMsg)]
+    assert err.peer == CLIENT and err.msg.code == "worker_lost" and err.msg.reply_to == "m-r-chain"
+    assert "r-chain" not in st.runs and not st.workers["w1"].alive
+    assert st.runs["r-idem"].waiting_for == "w1" and st.runs["r-idem"].attempt == 1
+    # w1 comes back (a supervisor restarted it): the idempotent run is sent again
+    back = st.handle(b"id-w1-new", Envelope(RegisterMsg(v=V, id="r2", name="w1", plugin="numpy",
+                                                        endpoint="tcp://w1", functions=[F])), 2.0)
+    for s in [s for s in back if isinstance(s.msg, ControlMsg)]:
+        back += st.handle(s.peer, Envelope(ReplyMsg(v=V, id="a" + s.msg.id, reply_to=s.msg.id)),
+                          2.0)
+    assert [s.msg.node for s in back if isinstance(s.msg, DataMsg) and s.peer == b"id-w1-new"
+            ] == ["a"]

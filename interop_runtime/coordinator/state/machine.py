@@ -163,8 +163,9 @@ class CoordinatorState(Pools, Registry, Runs, Requests, Signatures):
 
     def undeliverable(self, send: Send, *, gone: bool = False) -> list[Send]:
         """A message could not be queued: its peer is ``gone`` (disconnected), or its queue
-        is full. A run's final reply: keep the result to collect. A run's inputs: fail the
-        run, with ``worker_lost`` or ``busy`` (never a silent drop)."""
+        is full. A run's final reply: keep the result to collect. A run's inputs: a gone
+        worker is lost (idempotent runs wait for it and retry), a full queue fails the run
+        with ``busy`` (never a silent drop)."""
         if send.run and isinstance(send.msg, ReplyMsg):
             # the client left: its result waits for QUERY result, by its key only
             self.store.run_started(send.run, send.graph, time.time(), owner=send.owner)
@@ -174,6 +175,15 @@ class CoordinatorState(Pools, Registry, Runs, Requests, Signatures):
             rec = self.runs.get(self.wire_runs.get(send.msg.run, send.msg.run))
             if rec is not None:
                 worker, node = send.msg.dst, send.msg.node
+                w = self.workers.get(worker or "")
+                if gone and w is not None:
+                    # lost before the inputs left: the same loss a closed connection is found
+                    # to be later, with the same retries (a killed worker races its inputs)
+                    if w.alive and w.identity == send.peer:
+                        return self._worker_lost(w, "its connection closed")
+                    nodes = [n for n, on in rec.outstanding.items() if on == worker] or [node]
+                    out = self._retry_or_fail(rec, w, nodes, "its connection closed")
+                    return out + (self._resume_waiting_runs(w.name) if w.alive else [])
                 exc: InteropError = WorkerLostError(
                     f"worker {worker!r} is gone (its connection closed); run {rec.run} was not "
                     f"started", worker=worker, node=node) if gone else BusyError(
