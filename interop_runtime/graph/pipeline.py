@@ -34,13 +34,12 @@ def describe_validation(exc: ValidationError, prefix: str = "", limit: int = 3) 
     for err in errors[:limit]:
         loc = [str(p) for p in err["loc"]]
         said = str(err["msg"]).removeprefix("Value error, ")  # our validators' own words
-        kind = err["type"]
         inner = (err.get("ctx") or {}).get("error")
         if isinstance(inner, WireValidationError):
             where, said = describe(inner)
             loc += where.split(".") if where else []
         key = ".".join([*([prefix] if prefix else []), *loc])
-        parts.append(f"{key or '(top level)'}: {_PROBLEMS.get(kind, said)}")
+        parts.append(f"{key or '(top level)'}: {_PROBLEMS.get(err['type'], said)}")
     more = len(errors) - limit
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

@@ -241,8 +241,7 @@ def _check_shared(meta: TensorMeta, where: str, max_bytes: int,
 
 _MODELS: dict[str, type[Header]] = dict(zip(KINDS, MESSAGE_MODELS, strict=True))
 _FIELDS: dict[str, frozenset[str]] = {
-    kind: frozenset({"kind", *model.__struct_fields__})
-    for kind, model in zip(KINDS, MESSAGE_MODELS, strict=True)}
+    kind: frozenset({"kind", *model.__struct_fields__}) for kind, model in _MODELS.items()}
 _TENSOR_FIELDS = frozenset(TensorMeta.__struct_fields__)
 
 
@@ -254,9 +253,9 @@ _NESTED_MODELS = {"register": ("functions",), "heartbeat": ("stats",)}
 def _check_keys(raw: dict[str, Any]) -> None:
     """Map keys are strings (SPEC section 6, row 4): msgpack's strict_map_key already refuses
     other types but lets bin keys through, here refused where the header's own fields are."""
-    maps = [raw, *(m for m in raw.get("tensors") or () if isinstance(m, dict))] \
-        if isinstance(raw.get("tensors"), list) else [raw]
-    for m in maps:
+    tensors = raw.get("tensors")
+    metas = [m for m in tensors if isinstance(m, dict)] if isinstance(tensors, list) else []
+    for m in (raw, *metas):
         for key in m:
             if not isinstance(key, str):
                 raise BadFrameError("header has a map key that is not a string", field="header")

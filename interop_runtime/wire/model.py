@@ -54,10 +54,11 @@ class WireModel(msgspec.Struct, kw_only=True):
                    exclude_defaults: bool = False, include: Iterable[str] | None = None
                    ) -> dict[str, Any]:
         """Plain values, fields in declared order (``kind`` first); ``exclude_none`` leaves
-        out fields that are None (not None values inside free maps), as pydantic does."""
+        out fields that are None (not None values inside free maps), as pydantic does.
+        ``mode`` is there for pydantic's signature: the values are plain either way."""
         if exclude_none and not exclude_defaults:  # the codec's case: in C, then a plan
             out = without_nones(self)
-        else:
+        else:  # a walk in Python, which also makes a tuple built in Python a list
             out = _dump(self, exclude_none, exclude_defaults)
         assert isinstance(out, dict)
         if include is not None:
@@ -79,7 +80,8 @@ class WireModel(msgspec.Struct, kw_only=True):
 # typed maps it passes (not nils inside free-form maps, which the spec keeps).
 
 Strip = Callable[[Any], None]
-_PLANS: dict[type, Strip | None] = {}
+_PLANS: dict[type, Strip] = {}  # model class -> its plan
+
 
 def _stripper(t: mi.Type) -> Strip | None:
     if isinstance(t, mi.StructType):
@@ -108,10 +110,10 @@ def _stripper(t: mi.Type) -> Strip | None:
         return values
     return None
 
+
 def _struct_stripper(cls: type) -> Strip:
-    if cls in _PLANS:
-        plan = _PLANS[cls]
-        assert plan is not None
+    plan = _PLANS.get(cls)
+    if plan is not None:
         return plan
     info = mi.type_info(cls)
     assert isinstance(info, mi.StructType)
@@ -129,6 +131,7 @@ def _struct_stripper(cls: type) -> Strip:
     _PLANS[cls] = strip  # before the fields: a model may hold its own kind
     nested = [(f.encode_name, s) for f in info.fields if (s := _stripper(f.type)) is not None]
     return strip
+
 
 def without_nones(msg: Any) -> dict[str, Any]:
     """``msg`` as plain values without its nil fields, at every level of typed maps."""
