@@ -142,3 +142,47 @@ def test_inputs_for_a_worker_gone_before_they_left_are_a_loss_not_a_failure() ->
                           2.0)
     assert [s.msg.node for s in back if isinstance(s.msg, DataMsg) and s.peer == b"id-w1-new"
             ] == ["a"]
+
+
+def test_a_restarted_worker_gets_its_plan_before_its_peers_route_to_it() -> None:
+    """A worker that comes back is sent its own plans first; only its acknowledgement makes
+    the new routes live and sends the other workers theirs. Out of that order, a peer could
+    send it DATA faster than its plan came: "no plan for graph"."""
+    st, _ = setup()
+    routes_before = st.graphs["chain"].routes_id
+    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1", session=SESSION["w1"])), 2.0)
+    st.tick(2.5)  # w2 is silent: lost
+    assert not st.workers["w2"].alive
+    back = st.handle(b"id-w2-new", Envelope(RegisterMsg(v=V, id="r2", name="w2", plugin="numpy",
+                                                        endpoint="tcp://w2-new", functions=[F])),
+                     3.0)
+    plans = [s for s in back if isinstance(s.msg, ControlMsg) and s.msg.action == "plan"]
+    assert [s.peer for s in plans] == [b"id-w2-new"]  # w1 is not told of the new w2 yet
+    assert st.graphs["chain"].routes_id == routes_before  # nor is any client
+    # an answer from another connection, however well it guessed the id, changes nothing
+    assert st.handle(ID["w1"], Envelope(ReplyMsg(v=V, id="x", reply_to=plans[0].msg.id)),
+                     3.1) == []
+    assert st.graphs["chain"].routes_id == routes_before
+    after = st.handle(b"id-w2-new", Envelope(ReplyMsg(v=V, id="a", reply_to=plans[0].msg.id)),
+                      3.2)
+    assert [(s.peer, s.msg.action) for s in after] == [(ID["w1"], "plan")]  # w2's: sent once
+    (w1_plan,) = after[0].msg.args["plan"]["nodes"]
+    assert w1_plan["routes"]["y"][0]["endpoint"] == "tcp://w2-new"
+    assert st.graphs["chain"].routes_id != routes_before
+
+
+def test_a_staged_plan_nobody_acknowledges_goes_live_at_its_deadline() -> None:
+    st, _ = setup()
+    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h", name="w1", session=SESSION["w1"])), 2.0)
+    st.tick(2.5)
+    st.handle(b"id-w2-new", Envelope(RegisterMsg(v=V, id="r2", name="w2", plugin="numpy",
+                                                 endpoint="tcp://w2-new", functions=[F])), 3.0)
+    st.handle(ID["w1"], Envelope(HeartbeatMsg(v=V, id="h2", name="w1", session=SESSION["w1"])),
+              3.0 + st.request_timeout_s)
+    st.handle(b"id-w2-new", Envelope(HeartbeatMsg(v=V, id="h3", name="w2",
+                                                  session=st.workers["w2"].session)),
+              3.0 + st.request_timeout_s)
+    out = st.tick(3.1 + st.request_timeout_s)
+    assert [(s.peer, s.msg.action) for s in out if isinstance(s.msg, ControlMsg)] == [
+        (ID["w1"], "plan")]
+    assert not st.staged_plans and not st.staged_by_pair

@@ -86,6 +86,16 @@ class StateTables:
     def _send_plans(self, compiled: CompiledGraph, op: PendingOp | None) -> list[Send]:
         raise NotImplementedError
 
+    # --- implemented by the plan staging (staging.py)
+    def _reinstall_plans_for(self, worker: str, now: float) -> list[Send]:
+        raise NotImplementedError
+
+    def is_staged(self, graph: str, worker: str) -> bool:
+        raise NotImplementedError
+
+    def _on_staged_ack(self, peer: bytes, msg: Any) -> list[Send] | None:
+        raise NotImplementedError
+
     # --- implemented by the replica pools (pools.py)
     def _recompile_pool(self, pool: str) -> list[Send]:
         raise NotImplementedError
@@ -105,7 +115,7 @@ class StateTables:
                        ) -> list[Send]:
         raise NotImplementedError
 
-    def _resume_waiting_runs(self, worker: str) -> list[Send]:
+    def _resume_waiting_runs(self, worker: str, graph: str | None = None) -> list[Send]:
         raise NotImplementedError
 
     def _fail_run(self, rec: RunRecord, exc: InteropError) -> list[Send]:

@@ -24,6 +24,7 @@ from interop_runtime.coordinator.state.registry import Registry
 from interop_runtime.coordinator.state.requests import Requests
 from interop_runtime.coordinator.state.runs import Runs
 from interop_runtime.coordinator.state.signatures import Signatures
+from interop_runtime.coordinator.state.staging import Staging
 from interop_runtime.coordinator.store import Store
 from interop_runtime.transport.allowlist import Role
 from interop_runtime.wire.codec import Envelope, new_id
@@ -56,7 +57,7 @@ log = logging.getLogger("interop.coordinator")
 RECENT_RUNS = 200  # finished non-detached runs kept in memory for QUERY runs
 
 
-class CoordinatorState(Pools, Registry, Runs, Requests, Signatures):
+class CoordinatorState(Pools, Registry, Staging, Runs, Requests, Signatures):
     def __init__(self, store: Store | None = None, *, heartbeat_s: float = 1.0,
                  dead_after_s: float | None = None, default_run_timeout_s: float = 300.0,
                  request_timeout_s: float = 30.0,
@@ -84,6 +85,7 @@ class CoordinatorState(Pools, Registry, Runs, Requests, Signatures):
         self.admission = admission or Admission(max_runs_in_flight, max_runs_per_client)
         self.runs_by_worker = defaultdict(set)
         self.ops = {}  # id of the message we sent -> op
+        self.staged_plans, self.staged_by_pair = {}, {}  # plans a (re)joined worker acks first
         self.finished_ok = 0
         self.recent = deque(maxlen=RECENT_RUNS)  # finished runs that were not detached
         self.early_done = OrderedDict()
@@ -138,6 +140,7 @@ class CoordinatorState(Pools, Registry, Runs, Requests, Signatures):
                 out += self._worker_lost(w, f"no heartbeat for {now - w.last_seen:.1f}s", now)
         self._prune_dead(now)  # a dead name cannot hold a slot forever
         out += self._shut_drained(now)
+        out += self._expire_staged(now)
         while self.early_done:  # oldest first: stop at the first that may still be needed
             run, (first, _) = next(iter(self.early_done.items()))
             if now - first <= self.limits.early_done_s:

@@ -25,7 +25,6 @@ from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import (
     BadHeaderError,
     BusyError,
-    InteropError,
     UnauthorizedError,
     UnknownTargetError,
     WorkerLostError,
@@ -227,20 +226,4 @@ class Registry(StateTables):
                 op.responders[ctl.id] = self.workers[worker].identity
                 self.ops[ctl.id] = op
             out.append(Send(self.workers[worker].identity, ctl))
-        return out
-
-    def _reinstall_plans_for(self, worker: str, now: float) -> list[Send]:
-        """A worker (re)joined: recompile every graph it takes part in, where possible."""
-        out: list[Send] = []
-        pool = self.workers[worker].pool
-        for name, (version, spec) in self.graph_specs.items():
-            if worker not in {n.worker for n in spec.nodes.values()} and not (
-                    pool and pool in {n.pool for n in spec.nodes.values()}):
-                continue
-            try:
-                compiled = self._compile(spec, version)
-            except InteropError:
-                continue  # some other worker is not here yet; its registration retries
-            self.graphs[name] = compiled
-            out += self._send_plans(compiled, None)
         return out

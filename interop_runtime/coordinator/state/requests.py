@@ -214,6 +214,9 @@ class Requests(StateTables):
 
     def _on_reply(self, peer: bytes, msg: ReplyMsg | ErrorMsg, arrays: dict[str, np.ndarray],
                   now: float) -> list[Send]:
+        staged = self._on_staged_ack(peer, msg)
+        if staged is not None:
+            return staged
         op = self.ops.get(msg.reply_to or "")
         if op is None:  # a late answer (to a cancel, say) or a guessed id: dropped, counted
             self.metrics.bad_messages.labels("stale_reply").inc()

@@ -204,9 +204,14 @@ class Runs(StateTables):
             f"worker {w.name!r} was lost ({why}) while node(s) {', '.join(nodes)} of run "
             f"{rec.run} were outstanding", worker=w.name, node=nodes[0]))
 
-    def _resume_waiting_runs(self, worker: str) -> list[Send]:
+    def _resume_waiting_runs(self, worker: str, graph: str | None = None) -> list[Send]:
+        """Runs that wait for ``worker`` (those of ``graph`` only, when given) go again,
+        except where its plan is not yet installed: they go once it is (staging.py)."""
         out: list[Send] = []
-        for rec in [r for r in self.runs.values() if r.waiting_for == worker]:
+        for rec in [r for r in self.runs.values() if r.waiting_for == worker
+                    and (graph is None or r.graph == graph)]:
+            if self.is_staged(rec.graph, worker):
+                continue
             compiled = self.graphs.get(rec.graph)
             if compiled is None:
                 continue  # other workers still missing; the next registration tries again
