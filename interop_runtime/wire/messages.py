@@ -61,7 +61,10 @@ class ShmHandleModel(WireModel, kw_only=True, forbid_unknown_fields=True):
     gen: Dim
 
 
-class TensorMeta(WireModel, kw_only=True):
+# Headers and TensorMetas refuse unknown fields *as models*, so that the codec's one-call
+# decoder (wire/codec.py) can tell a header it must look at more closely; on the wire
+# unknown fields are still ignored (SPEC section 4): the codec drops them before it converts.
+class TensorMeta(WireModel, kw_only=True, forbid_unknown_fields=True):
     """Where one tensor's bytes are and how to read them: buffer frame ``frame`` (1-based),
     or, with ``frame`` 0, the shared-memory segment that ``shm`` names."""
 
@@ -110,7 +113,7 @@ class FunctionSpec(WireModel, kw_only=True):
     batching: BatchingSpec | None = None  # absent: one run per call
 
 
-class Header(WireModel, kw_only=True, tag_field="kind"):
+class Header(WireModel, kw_only=True, tag_field="kind", forbid_unknown_fields=True):
     kind: ClassVar[str]  # the tag: what the header's "kind" says, one value per model
     v: int
     id: Annotated[str, Meta(min_length=1, max_length=128)]

@@ -20,7 +20,13 @@ import msgspec
 
 from interop_runtime.wire.dtypes import DTYPE_NAMES
 from interop_runtime.wire.errors import ErrorCode
-from interop_runtime.wire.messages import KINDS, PROTOCOL_VERSION, Message
+from interop_runtime.wire.messages import (
+    KINDS,
+    MESSAGE_MODELS,
+    PROTOCOL_VERSION,
+    Message,
+    TensorMeta,
+)
 from interop_runtime.wire.payloads import GraphSpec, WorkerPlan, shorthands_in_schema
 
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "protocol" / "schema.json"
@@ -38,6 +44,9 @@ def json_schema() -> dict[str, Any]:
         model = defs[ref["$ref"].rsplit("/", 1)[1]]
         model["properties"]["kind"] = {"const": model["properties"]["kind"]["enum"][0]}
     shorthands_in_schema(defs)
+    models: list[type] = [TensorMeta, *MESSAGE_MODELS]
+    for model in models:  # unknown fields are ignored on the wire: only the models refuse them
+        defs[model.__name__].pop("additionalProperties", None)
     return {
         "$schema": DRAFT,
         "$id": f"urn:interop-runtime:protocol:v{PROTOCOL_VERSION}",
