@@ -123,9 +123,8 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                         self._dealer.send_multipart(frames, copy=False)
                     elif sock is self._dealer:
                         self._on_reply(self._dealer.recv_multipart(copy=False))
-                    else:  # a worker, for a direct run
-                        self._direct_event(direct.on_frames(sock, sock.recv_multipart(
-                            copy=False)))
+                    else:  # a worker (its DEALER or its lane), for a direct run
+                        self._direct_event(direct.read(sock))
                 for rec, exc in direct.expire(time.monotonic()):
                     self._direct_event((rec, exc))
                 self._sync.flush_releases(time.monotonic())  # after blocking runs

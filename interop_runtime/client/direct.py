@@ -26,14 +26,15 @@ from typing import Any
 import numpy as np
 import zmq
 
+from interop_runtime.client.lanes import ClientLanes
 from interop_runtime.client.memory import ClientMemory
 from interop_runtime.client.shared_inputs import SharedArrays
 from interop_runtime.graph.placement import PoolView, Site, place
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security
 from interop_runtime.transport.shm import host_key
-from interop_runtime.transport.sockets import connect_dealer, send_msg
-from interop_runtime.wire.codec import decode, new_id
+from interop_runtime.transport.sockets import connect_dealer, send_frames, send_msg
+from interop_runtime.wire.codec import decode, encode, new_id
 from interop_runtime.wire.errors import (
     BadHeaderError,
     InteropError,
@@ -88,6 +89,11 @@ class Routes:
         found.update({r["endpoint"]: r.get("public_key") for r in self.outputs.values()})
         found.update({r["endpoint"]: r.get("public_key") for r in self.replicas.values()})
         return found
+
+    def hosts(self) -> dict[str, str | None]:
+        """Every worker endpoint a run touches -> its host key (None: another host)."""
+        every = [r for rs in self.inputs.values() for r in rs] + list(self.outputs.values())
+        return {r["endpoint"]: r.get("host") for r in [*every, *self.replicas.values()]}
 
     def sites(self) -> dict[str, Site]:
         every = [r for rs in self.inputs.values() for r in rs] + list(self.outputs.values())
@@ -170,6 +176,8 @@ class DirectPath:
         self.identity = secrets.token_bytes(16)
         self.host = host_key()
         self.memory = ClientMemory(self.host, shared_inputs)
+        # lanes go with shared memory: both need the workers' host to be ours
+        self.lanes = ClientLanes(poller, enabled=self.host is not None)
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
         self.endpoint_of: dict[zmq.Socket[bytes], str] = {}
         self.warm: set[str] = set()
@@ -193,10 +201,15 @@ class DirectPath:
         it has outputs for us (otherwise they would go the slow way, via the coordinator).
         Returns what other runs' messages, read meanwhile, completed or failed."""
         waiting: dict[str, tuple[zmq.Socket[bytes], str]] = {}
+        self.warm -= self.lanes.lost  # a lane that closed: ask for another
+        self.lanes.lost.clear()
+        hosts = routes.hosts()
         for endpoint, key in routes.workers().items():
             if endpoint not in self.warm:
                 sock = self.socket(endpoint, key)
-                ping = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client", action="ping")
+                same_host = self.lanes.enabled and hosts.get(endpoint) == self.host
+                ping = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="client", action="ping",
+                                  args={"lane": True} if same_host else {})
                 waiting[endpoint] = (sock, ping.id)
                 send_msg(sock, ping)
         events = []
@@ -210,6 +223,8 @@ class DirectPath:
                     continue
                 if isinstance(msg, (ReplyMsg, ErrorMsg)) and msg.reply_to == ping_id:
                     self.warm.add(endpoint)  # an answer of any kind: the route is there
+                    if isinstance(msg, ReplyMsg):
+                        self.lanes.dial(endpoint, sock, msg.body)
                     break
                 event = self.on_frames(sock, frames)  # another run's: not lost
                 if event is not None:
@@ -228,7 +243,19 @@ class DirectPath:
                 event = self.on_frames(sock, sock.recv_multipart(copy=False))
                 if event is not None:
                     done.append(event)
+        for dealer, frames in self.lanes.read_all():
+            event = self.on_frames(dealer, frames)
+            if event is not None:
+                done.append(event)
         return done
+
+    def read(self, sock: Any) -> tuple[DirectRun, InteropError | None] | None:
+        """One message from a worker's DEALER or lane that the poller found ready."""
+        lane = self.lanes.lane_at(sock)
+        if lane is not None:
+            got = self.lanes.read(lane)
+            return self.on_frames(*got) if got is not None else None
+        return self.on_frames(sock, sock.recv_multipart(copy=False))
 
     def await_returns(self, arrays: Mapping[str, Any], timeout_s: float = RETURN_WAIT_S
                       ) -> list[tuple[DirectRun, InteropError | None]]:
@@ -241,13 +268,13 @@ class DirectPath:
         self.memory.dropped.flush()  # the releases that start the way back, if not sent yet
         deadline = time.monotonic() + timeout_s
         poller = zmq.Poller()
-        for sock in self.sockets.values():
+        for sock in [*self.sockets.values(), *self.lanes.by_fd]:
             poller.register(sock, zmq.POLLIN)
         events = []
         while (left := deadline - time.monotonic()) > 0 and self.memory.returning(
                 arrays, self.runs):
             for sock, _ in poller.poll(max(1, int(left * 1000))):
-                event = self.on_frames(sock, sock.recv_multipart(copy=False))
+                event = self.read(sock)
                 if event is not None:
                     events.append(event)
         return events
@@ -298,7 +325,10 @@ class DirectPath:
             self.by_msg[msg.id] = run
             rec.msg_ids.append(msg.id)
             rec.endpoints.add(endpoint)
-            send_msg(self.socket(endpoint, key), msg, framed, shared=shared)
+            frames = encode(msg, framed, shared=shared)
+            sock = self.socket(endpoint, key)
+            if not self.lanes.send(endpoint, frames):
+                send_frames(sock, frames)
         return rec
 
     def on_frames(self, sock: zmq.Socket[bytes], frames: list[Any]
@@ -367,6 +397,7 @@ class DirectPath:
 
     def close(self) -> None:
         self.memory.dropped.flush()
+        self.lanes.close()
         for sock in self.sockets.values():
             self.poller.unregister(sock)
             sock.close(0)

@@ -118,7 +118,7 @@ class SyncChannel:
             ready = dict(self._poller.poll(
                 int(min(left, max(0.0, next_ping - time.monotonic())) * 1000) + 1))
             for wsock in [s for s in ready if s is not self._sock]:  # workers (direct runs)
-                event = self._direct.on_frames(wsock, wsock.recv_multipart(copy=False))
+                event = self._direct.read(wsock)
                 if rec is not None and event is not None and event[0] is rec:
                     return self._direct_done(rec, event[1])
             if self._sock not in ready:

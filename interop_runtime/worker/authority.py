@@ -58,7 +58,8 @@ def check_inbox(security: Security | None, state: WorkerState, msg: Any,
         if msg.action not in INBOX_ACTIONS:
             raise UnauthorizedError(f"only the coordinator may ask for {msg.action!r}",
                                     field="action")
-        if roles_known and (role is None or role.kind != "client"):
+        # a ping is for anyone who may connect: peers ask one for a lane (SPEC section 20)
+        if roles_known and msg.action != "ping" and (role is None or role.kind != "client"):
             raise UnauthorizedError(f"CONTROL {msg.action} on an inbox is for clients",
                                     field="action")
     elif isinstance(msg, ParamMsg):

@@ -29,6 +29,7 @@ from interop_runtime.wire.messages import (
 from interop_runtime.wire.payloads import WorkerPlan
 from interop_runtime.worker.authority import param_request
 from interop_runtime.worker.dataplane import DataPlane
+from interop_runtime.worker.lanes import WorkerLanes
 from interop_runtime.worker.models import ModelTable, model_request
 from interop_runtime.worker.outbox import Local
 from interop_runtime.worker.peers import PeerSockets
@@ -47,6 +48,9 @@ class ControlHandlers:
     state: WorkerState
     peers: PeerSockets
     plane: DataPlane
+    lanes: WorkerLanes
+    inbox: zmq.Socket[bytes]
+    _caller_key: str | None
     held: deque[Ready]
     paused: bool
     param_version: int
@@ -114,8 +118,13 @@ class ControlHandlers:
         elif action == "release":  # a client hands back outputs we sent it
             self._on_release(msg, (peer.hex() if peer else "", msg.run or ""))
         elif action == "ping":
-            self._ok(sock, peer, msg, {"name": self.name, "pending": len(self.state.pending),
-                                       "shm": self.plane.stats()})
+            body = {"name": self.name, "pending": len(self.state.pending),
+                    "shm": self.plane.stats(), "lanes": self.lanes.stats()}
+            if msg.args.get("lane") is True and sock is self.inbox:  # SPEC section 20
+                offer = self.lanes.offer(peer, self._caller_key)
+                if offer is not None:
+                    body["lane"] = offer
+            self._ok(sock, peer, msg, body)
         elif action == "pause":
             self.paused = True
             self._ok(sock, peer, msg, {"paused": True})

@@ -62,6 +62,7 @@ from interop_runtime.worker.calls import call_function
 from interop_runtime.worker.control import ControlHandlers
 from interop_runtime.worker.dataplane import DEFAULT_POOL_BYTES, DataPlane
 from interop_runtime.worker.heartbeat import Heartbeat
+from interop_runtime.worker.lanes import WorkerLanes
 from interop_runtime.worker.metrics import WorkerMetrics, tensor_bytes
 from interop_runtime.worker.models import ModelTable
 from interop_runtime.worker.outbox import Local, Outbox
@@ -85,7 +86,8 @@ class WorkerHost(ControlHandlers):
                  reload: Any = None, security: Security | None = None,
                  advertise: str | None = None, shm: bool = True,
                  shm_pool_bytes: int = DEFAULT_POOL_BYTES, pool: str | None = None,
-                 batching: Any = None, model_roots: tuple[Path, ...] = ()) -> None:
+                 batching: Any = None, model_roots: tuple[Path, ...] = (),
+                 lanes: bool = True) -> None:
         load_numpy()  # tensors are this process's work; the coordinator loads numpy lazily
         # every model of this worker as one plugin; the start-up one (if any) is "default";
         # models loaded over the wire read files inside model_roots only
@@ -115,10 +117,16 @@ class WorkerHost(ControlHandlers):
         self.poller = zmq.Poller()
         self.poller.register(self.inbox, zmq.POLLIN)
         self.poller.register(self.coord, zmq.POLLIN)
-        self.peers = PeerSockets(self.ctx, security, max_message_bytes, self.poller)
         self.state = WorkerState()
         self.plane = DataPlane(host_key() if shm else None, pool_bytes=shm_pool_bytes)
-        self.outbox = Outbox(name, self.endpoint, self.inbox, self.coord, self.peers, self.plane)
+        # same-host lanes go with the same-host capability: a worker that declines shared
+        # memory is treated as on another host (frames over ZeroMQ only)
+        self.lanes = WorkerLanes(self.poller, enabled=lanes and self.plane.host is not None)
+        self._caller_key: str | None = None  # the CURVE key of the message being handled
+        self.peers = PeerSockets(self.ctx, security, max_message_bytes, self.poller,
+                                 forget=self.lanes.forget)
+        self.outbox = Outbox(name, self.endpoint, self.inbox, self.coord, self.peers, self.plane,
+                             self.lanes)
         self.functions = {f.name: f.model_copy(update={"batching": policies.get(f.name)})
                           for f in plugin.describe()}
         self.batchers = {f: Batcher(f, p) for f, p in policies.items()}
@@ -202,6 +210,7 @@ class WorkerHost(ControlHandlers):
         self.heartbeat.stop_event.set()
         self.heartbeat.join(timeout=2 * self.heartbeat_s + 1)
         self.peers.close()
+        self.lanes.close()
         self.plane.close()
         for sock in [self.inbox, self.coord]:
             sock.close(0)
@@ -212,6 +221,9 @@ class WorkerHost(ControlHandlers):
     def poll_once(self, timeout_ms: int) -> None:
         events = dict(self.poller.poll(self._batch_timeout(timeout_ms)))
         for sock in events:
+            if self.lanes.owns(sock):
+                self.lanes.on_ready(sock, self._on_lane)
+                continue
             router = sock is self.inbox
             # drain what is there now, in order, before polling again
             while True:
@@ -232,6 +244,7 @@ class WorkerHost(ControlHandlers):
             self._next_expiry = now + 0.5
             self.state.expire(now)
             self.plane.expire(now)
+            self.lanes.expire(now)
         if self.repository is not None and self.repository.poll(now):
             self._models_changed()
 
@@ -253,7 +266,12 @@ class WorkerHost(ControlHandlers):
                 except InteropError as exc:
                     self._report_failure(graph, run, node, exc)
 
-    def _on_frames(self, sock: zmq.Socket[bytes], peer: bytes | None, frames: list[Any]) -> None:
+    def _on_lane(self, lane: Any, frames: list[Any]) -> None:
+        """A message on a lane: the inbox connection it was offered to sent it."""
+        self._on_frames(self.inbox, lane.peer, frames, lane_key=(lane.key,))
+
+    def _on_frames(self, sock: zmq.Socket[bytes], peer: bytes | None, frames: list[Any], *,
+                   lane_key: tuple[str | None] | None = None) -> None:
         try:
             env = decode(frames, max_bytes=self.max_bytes)
         except InteropError as exc:
@@ -262,11 +280,14 @@ class WorkerHost(ControlHandlers):
                 self._reply(sock, peer, error_msg(exc, src=self.name, reply_to=None))
             return
         if sock is self.inbox or sock is self.coord:
-            self._handle((sock, peer), env, from_coordinator=sock is self.coord,
-                         key=sender_key(frames))
+            key = lane_key[0] if lane_key is not None else (
+                sender_key(frames) if self.security is not None else None)
+            self._handle((sock, peer), env, from_coordinator=sock is self.coord, key=key)
         elif isinstance(env.msg, ControlMsg) and env.msg.action == "release":
             holder = (self.peers.endpoints.get(sock, ""), env.msg.run or "")
             self._on_release(env.msg, holder)
+        elif isinstance(env.msg, ReplyMsg):  # a peer's answer to our request for a lane
+            self.lanes.answered(env.msg)
         elif isinstance(env.msg, ErrorMsg):  # a peer rejected DATA we sent
             log.warning("peer error: %s", env.msg.message)
 
@@ -280,6 +301,7 @@ class WorkerHost(ControlHandlers):
                 from_coordinator: bool, key: str | None = None) -> None:
         msg = env.msg
         sock, peer = origin if origin else (self.coord, None)
+        self._caller_key = key
         try:
             if not from_coordinator:
                 check_inbox(self.security, self.state, msg, {**env.arrays, **env.shared}, key)

@@ -17,12 +17,13 @@ import numpy as np
 import zmq
 
 from interop_runtime.graph.placement import fallback_replica
-from interop_runtime.transport.sockets import send_msg
-from interop_runtime.wire.codec import new_id
+from interop_runtime.transport.sockets import send_frames, send_msg
+from interop_runtime.wire.codec import encode, new_id
 from interop_runtime.wire.errors import BusyError, InteropError
 from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, DataMsg, DoneMsg
 from interop_runtime.wire.payloads import Route
 from interop_runtime.worker.dataplane import DataPlane
+from interop_runtime.worker.lanes import WorkerLanes
 from interop_runtime.worker.peers import PeerSockets
 from interop_runtime.worker.state import Ready, RunMeta
 
@@ -33,9 +34,11 @@ Local = tuple[str, str, str, dict[str, np.ndarray], RunMeta]  # DATA for our own
 
 class Outbox:
     def __init__(self, name: str, endpoint: str, inbox: zmq.Socket[bytes],
-                 coord: zmq.Socket[bytes], peers: PeerSockets, plane: DataPlane) -> None:
+                 coord: zmq.Socket[bytes], peers: PeerSockets, plane: DataPlane,
+                 lanes: WorkerLanes) -> None:
         self.name, self.endpoint = name, endpoint
         self.inbox, self.coord, self.peers, self.plane = inbox, coord, peers, plane
+        self.lanes = lanes
         self.metrics: Any = None  # the host's WorkerMetrics: bytes sent are counted here
 
     def deliver(self, ready: Ready, outputs: Mapping[str, np.ndarray], compute_us: int
@@ -71,8 +74,12 @@ class Outbox:
             try:  # never block on a stalled peer: its queue full fails this run, not the worker
                 framed, shared = self.plane.split(tensors, hosts[endpoint], (endpoint, run),
                                                   meta.leases)
-                send_msg(self.peers.get(endpoint), msg, framed, flags=zmq.NOBLOCK,
-                         shared=shared)
+                frames = encode(msg, framed, shared=shared)
+                dealer = self.peers.get(endpoint)
+                lane = self.lanes.to_peer(endpoint, dealer) if hosts[endpoint] is not None \
+                    and hosts[endpoint] == self.plane.host else None
+                if lane is None or not lane.send(frames):
+                    send_frames(dealer, frames, flags=zmq.NOBLOCK)
             except zmq.Again:
                 self.fail(graph, run, plan.node, BusyError(
                     f"the inbox at {endpoint} is not keeping up (its queue is full)",
@@ -117,9 +124,13 @@ class Outbox:
             framed, shared = self.plane.split(results, None, holder, ready.meta.leases)
         msg = DataMsg(v=PROTOCOL_VERSION, id=new_id(), src=self.name, graph=ready.graph,
                       run=ready.run, node=ready.plan.node, timings=timings)
+        peer = bytes.fromhex(client)
+        frames = encode(msg, framed, shared=shared)
+        lane = self.lanes.to_client(peer)
+        if lane is not None and lane.send(frames):
+            return True
         try:
-            send_msg(self.inbox, msg, framed, peer=bytes.fromhex(client), flags=zmq.NOBLOCK,
-                     shared=shared)
+            send_frames(self.inbox, frames, peer=peer, flags=zmq.NOBLOCK)
             return True
         except zmq.ZMQError as exc:  # not connected (ROUTER_MANDATORY), or its queue is full
             log.info("client of run %s not reachable (%s); the coordinator relays", ready.run,

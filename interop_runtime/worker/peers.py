@@ -3,6 +3,8 @@ installed plans give for each endpoint, and reopened when a plan brings a new ke
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import zmq
 
 from interop_runtime.transport.security import Security
@@ -12,8 +14,10 @@ from interop_runtime.wire.payloads import WorkerPlan
 
 class PeerSockets:
     def __init__(self, ctx: zmq.Context[zmq.Socket[bytes]], security: Security | None,
-                 max_message_bytes: int, poller: zmq.Poller) -> None:
+                 max_message_bytes: int, poller: zmq.Poller,
+                 forget: Callable[[str], None] = lambda endpoint: None) -> None:
         self.ctx, self.security, self.max_bytes, self.poller = ctx, security, max_message_bytes, poller
+        self.forget = forget  # a peer's inbox changed: what else we hold for it goes too
         self.sockets: dict[str, zmq.Socket[bytes]] = {}
         self.keys: dict[str, str | None] = {}  # endpoint -> CURVE key, from plans
         self.endpoints: dict[zmq.Socket[bytes], str] = {}  # socket -> endpoint it dials
@@ -28,6 +32,7 @@ class PeerSockets:
                             self.endpoints.pop(sock, None)
                             self.poller.unregister(sock)
                             sock.close(0)
+                        self.forget(route.endpoint)
                     self.keys[route.endpoint] = route.public_key
 
     def get(self, endpoint: str) -> zmq.Socket[bytes]:

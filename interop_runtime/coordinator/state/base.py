@@ -96,6 +96,12 @@ class StateTables:
     def _on_staged_ack(self, peer: bytes, msg: Any) -> list[Send] | None:
         raise NotImplementedError
 
+    def park_reply(self, worker: str, send: Send) -> bool:
+        raise NotImplementedError
+
+    def _forget_staged(self, worker: str) -> list[Send]:
+        raise NotImplementedError
+
     # --- implemented by the replica pools (pools.py)
     def _recompile_pool(self, pool: str) -> list[Send]:
         raise NotImplementedError

@@ -86,6 +86,7 @@ class CoordinatorState(Pools, Registry, Staging, Runs, Requests, Signatures):
         self.runs_by_worker = defaultdict(set)
         self.ops = {}  # id of the message we sent -> op
         self.staged_plans, self.staged_by_pair = {}, {}  # plans a (re)joined worker acks first
+        self.parked = {}  # replies held until a worker's staged plans settle
         self.finished_ok = 0
         self.recent = deque(maxlen=RECENT_RUNS)  # finished runs that were not detached
         self.early_done = OrderedDict()

@@ -128,7 +128,8 @@ class Registry(StateTables):
         log.warning("worker %s lost: %s", w.name, why,
                     extra={"worker": w.name, "code": "worker_lost"})
         # a lost replica leaves its pool's routes first: retries are placed on the others
-        out: list[Send] = self._recompile_pool(w.pool) if w.pool else []
+        out: list[Send] = self._forget_staged(w.name)
+        out += self._recompile_pool(w.pool) if w.pool else []
         for run in list(self.runs_by_worker.pop(w.name, ())):
             rec = self.runs.get(run)
             if rec is None:

@@ -228,7 +228,8 @@ class Requests(StateTables):
         del self.ops[msg.reply_to or ""]
         if op.forwarded_to is not None:
             back = msg.model_copy(update={"id": new_id(), "reply_to": op.client_msg})
-            return [Send(op.client, back, arrays)]
+            send = Send(op.client, back, arrays)
+            return [] if self.park_reply(op.forwarded_to, send) else [send]
         if isinstance(msg, ErrorMsg):
             for k in [k for k, o in self.ops.items() if o is op]:
                 del self.ops[k]

@@ -39,6 +39,9 @@ class Staging(StateTables):
     # id of the plan we sent -> what waits for its ack; one entry per (graph, worker)
     staged_plans: dict[str, StagedPlan]
     staged_by_pair: dict[tuple[str, str], str]
+    # worker -> answers to clients' requests it served (a model load), held until its
+    # staged plans settle: a load's reply comes once the graphs it affects run again
+    parked: dict[str, list[Send]]
     invalid_graphs: dict[str, Any]  # the signatures' (signatures.py)
 
     def _reinstall_plans_for(self, worker: str, now: float) -> list[Send]:
@@ -76,6 +79,21 @@ class Staging(StateTables):
     def is_staged(self, graph: str, worker: str) -> bool:
         return (graph, worker) in self.staged_by_pair
 
+    def park_reply(self, worker: str, send: Send) -> bool:
+        """Hold ``send`` (a forwarded reply from ``worker``) while the worker has staged
+        plans; False: it has none, send it now."""
+        if not any(w == worker for _, w in self.staged_by_pair):
+            return False
+        self.parked.setdefault(worker, []).append(send)
+        return True
+
+    def _forget_staged(self, worker: str) -> list[Send]:
+        """A worker lost: its staged plans settle now (without it), and what waited goes."""
+        out: list[Send] = []
+        for plan_id in [k for k, s in self.staged_plans.items() if s.worker == worker]:
+            out += self._settle(plan_id)
+        return out + self.parked.pop(worker, [])
+
     def _on_staged_ack(self, peer: bytes, msg: ReplyMsg | ErrorMsg) -> list[Send] | None:
         """The answer to a staged plan: the graph goes live. None: not an answer to one."""
         staged = self.staged_plans.get(msg.reply_to or "")
@@ -100,6 +118,12 @@ class Staging(StateTables):
     def _settle(self, plan_id: str) -> list[Send]:
         staged = self.staged_plans.pop(plan_id)
         self.staged_by_pair.pop((staged.graph, staged.worker), None)
+        out = self._go_live(staged)
+        if not any(w == staged.worker for _, w in self.staged_by_pair):
+            out += self.parked.pop(staged.worker, [])
+        return out
+
+    def _go_live(self, staged: StagedPlan) -> list[Send]:
         entry = self.graph_specs.get(staged.graph)
         if entry is None or staged.graph in self.invalid_graphs:
             return []  # dropped, or no longer fits, since
