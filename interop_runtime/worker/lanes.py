@@ -61,11 +61,16 @@ class WorkerLanes:
             item.on_close = self._unwatch
 
     def _unwatch(self, lane: Lane) -> None:
-        """A lane closed: out of the poller before the next poll, which may find its
-        descriptor's number reused."""
+        """A lane closed (by us, its peer, or a failed send): out of the poller before the
+        next poll, which may find its descriptor's number reused, and out of every table,
+        so that the peer can ask for another."""
         if self.by_fd.get(lane.fd) is lane:
             del self.by_fd[lane.fd]
             self.poller.unregister(lane.fd)
+        if self.server is not None:
+            self.server.dropped(lane)
+        for endpoint in [e for e, mine in self.out.items() if mine is lane]:
+            del self.out[endpoint]
 
     def stats(self) -> dict[str, int] | None:
         """Lanes bound to us, and ours bound (None: lanes are off here)."""
@@ -158,11 +163,7 @@ class WorkerLanes:
                 self._drop(lane)
 
     def _drop(self, lane: Lane) -> None:
-        lane.close()  # and so out of the poller
-        if self.server is not None:
-            self.server.dropped(lane)
-        for endpoint in [e for e, mine in self.out.items() if mine is lane]:
-            del self.out[endpoint]
+        lane.close()  # and so out of the poller and the tables (_unwatch)
 
     def close(self) -> None:
         for lane in list(self.out.values()):
