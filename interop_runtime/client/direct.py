@@ -33,7 +33,7 @@ from interop_runtime.graph.placement import PoolView, Site, place
 from interop_runtime.graph.signatures import check_array
 from interop_runtime.transport.security import Security
 from interop_runtime.transport.shm import host_key
-from interop_runtime.transport.sockets import connect_dealer, send_frames, send_msg
+from interop_runtime.transport.sockets import connect_dealer, readable, send_frames, send_msg
 from interop_runtime.wire.codec import decode, encode, new_id
 from interop_runtime.wire.errors import (
     BadHeaderError,
@@ -239,7 +239,7 @@ class DirectPath:
         self.memory.dropped.flush()
         done = []
         for sock in list(self.sockets.values()):
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:  # no poller built per socket
+            while readable(sock):  # no poller built per socket
                 event = self.on_frames(sock, sock.recv_multipart(copy=False))
                 if event is not None:
                     done.append(event)

@@ -15,7 +15,13 @@ from interop_runtime.coordinator.metrics import CoordinatorMetrics
 from interop_runtime.coordinator.state import CoordinatorState, Send
 from interop_runtime.coordinator.store import Store
 from interop_runtime.transport.security import Security, check_bind_allowed
-from interop_runtime.transport.sockets import bind_router, recv_frames, send_msg, sender_key
+from interop_runtime.transport.sockets import (
+    bind_router,
+    readable,
+    recv_frames,
+    send_msg,
+    sender_key,
+)
 from interop_runtime.wire.codec import DEFAULT_MAX_MESSAGE_BYTES, decode, is_error_message
 from interop_runtime.wire.errors import InteropError
 
@@ -38,6 +44,7 @@ class Coordinator:
                  max_runs_per_client: int = 1_000, dashboard_port: int | None = None,
                  dashboard_addr: str = "127.0.0.1") -> None:
         check_bind_allowed(bind, security, insecure)
+        self.secure = security is not None
         if dashboard_port is not None:  # refuse before binding anything
             # imported only here: its HTTP server is memory an idle coordinator without the
             # dashboard does not pay (issue 10, goal 6)
@@ -85,12 +92,14 @@ class Coordinator:
             log.info("dashboard at %s", self.dashboard.url)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop())
+        poller = zmq.Poller()  # one, not one per poll as Socket.poll makes
+        poller.register(self.sock, zmq.POLLIN)
         try:
             next_tick = time.monotonic()
             while self.running:
                 timeout = max(0, int((next_tick - time.monotonic()) * 1000))
                 try:
-                    if self.sock.poll(timeout):
+                    if poller.poll(timeout):
                         self._drain()
                     if time.monotonic() >= next_tick:
                         self._carry_out(self.state.tick())
@@ -133,9 +142,10 @@ class Coordinator:
                 if not is_error_message(frames):
                     self._carry_out(self.state.bad_message(peer or b"", exc))
             else:
-                self._carry_out(self.state.handle(peer or b"", env, key=sender_key(frames)))
+                key = sender_key(frames) if self.secure else None  # plain text: no keys
+                self._carry_out(self.state.handle(peer or b"", env, key=key))
             del frames  # the frames' memory goes back now, not at the next message
-            if not int(self.sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            if not readable(self.sock):
                 return
 
     def _carry_out(self, sends: list[Send]) -> None:

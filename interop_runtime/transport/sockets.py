@@ -16,6 +16,15 @@ from interop_runtime.transport.security import Security, secure_client, secure_s
 from interop_runtime.wire.codec import Envelope, Frame, decode, encode
 from interop_runtime.wire.messages import Header
 
+# plain ints: pyzmq's enum flags cost a Python-level __and__ on every test of them
+EVENTS, POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+
+
+def readable(sock: zmq.Socket[bytes]) -> bool:
+    """Whether a message is waiting now (no poll, no exception)."""
+    return bool(int(sock.getsockopt(EVENTS)) & POLLIN)
+
+
 # pyzmq copies frames under this size anyway; above it, zero-copy pays off.
 COPY_THRESHOLD = 64 * 1024
 

@@ -27,6 +27,7 @@ from interop_runtime.transport.shm import host_key
 from interop_runtime.transport.sockets import (
     bind_router,
     connect_dealer,
+    readable,
     recv_frames,
     send_msg,
     sender_key,
@@ -232,7 +233,7 @@ class WorkerHost(ControlHandlers):
                 except zmq.Again:
                     break
                 self._on_frames(sock, peer, frames)
-                if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                if not readable(sock):
                     break
         self._flush_due()  # after the drain: what queued meanwhile joined the open batches
         if self.heartbeat.unknown_to_coordinator.is_set():
