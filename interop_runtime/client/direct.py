@@ -251,9 +251,9 @@ class DirectPath:
 
     def read(self, sock: Any) -> tuple[DirectRun, InteropError | None] | None:
         """One message from a worker's DEALER or lane that the poller found ready."""
-        lane = self.lanes.lane_at(sock)
-        if lane is not None:
-            got = self.lanes.read(lane)
+        if isinstance(sock, int):  # a lane's descriptor (gone already if it closed meanwhile)
+            lane = self.lanes.lane_at(sock)
+            got = self.lanes.read(lane) if lane is not None else None
             return self.on_frames(*got) if got is not None else None
         return self.on_frames(sock, sock.recv_multipart(copy=False))
 

@@ -222,8 +222,9 @@ class WorkerHost(ControlHandlers):
     def poll_once(self, timeout_ms: int) -> None:
         events = dict(self.poller.poll(self._batch_timeout(timeout_ms)))
         for sock in events:
-            if self.lanes.owns(sock):
-                self.lanes.on_ready(sock, self._on_lane)
+            if isinstance(sock, int):  # a lane's descriptor (gone already if a handler closed it)
+                if self.lanes.owns(sock):
+                    self.lanes.on_ready(sock, self._on_lane)
                 continue
             router = sock is self.inbox
             # drain what is there now, in order, before polling again

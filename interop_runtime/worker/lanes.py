@@ -29,6 +29,7 @@ from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, ReplyMsg
 
 log = logging.getLogger("interop.worker")
 
+MAX_BURST = 64  # packets read from one lane before the loop polls again
 MAX_ASKED = 4096  # endpoints we asked for a lane (bounded by our plans' routes in practice)
 
 Deliver = Callable[[Lane, list[memoryview]], None]
@@ -137,7 +138,10 @@ class WorkerLanes:
                 self._watch(accepted)
             return
         lane = item
-        while (packet := lane.recv_packet()) is not None:
+        for _ in range(MAX_BURST):  # then the other sockets get their turn
+            packet = lane.recv_packet()
+            if packet is None:
+                break
             if lane.outgoing:  # ours: only the acknowledgement is expected back
                 if not lane.bound and is_ack(packet):
                     lane.bound = True
