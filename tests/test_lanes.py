@@ -10,7 +10,6 @@ import glob
 import os
 import socket
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -28,16 +27,8 @@ pytestmark = pytest.mark.skipif(not lanes.supported(), reason="needs Linux seqpa
 
 
 @pytest.fixture(scope="module")
-def lc() -> Iterator[LocalCluster]:
-    spec = ClusterSpec.model_validate({
-        "coordinator": {"heartbeat_s": 0.5},
-        "workers": [numpy_worker("w1", "scale"), numpy_worker("w2", "add_const")]})
-    with LocalCluster(spec) as cluster:
-        with cluster.client() as c:
-            g = Graph("lanes").node("a", "w1", "scale", factor=2.0)
-            g.node("b", "w2", "add_const", value=1.0).edge("a.y", "b.x")
-            c.register(g.input("x", "a.x").output("y", "b.y"))
-        yield cluster
+def lc(lane_cluster: LocalCluster) -> LocalCluster:
+    return lane_cluster
 
 
 def chain_works(lc: LocalCluster, n: int = 5) -> dict[str, Any]:

@@ -151,7 +151,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
             msg.place = self._io_direct.start(routes, msg.run, msg.id, arrays, timeout_s,
                                               copy=copy).place or None
             self._dealer.send_multipart(encode(msg), copy=False)  # the record, after the data
-        except InteropError as exc:
+        except Exception as exc:  # the run fails, never the I/O thread every run needs
             with self._lock:
                 fut = self._futures.pop(msg.id, None)
             if fut is not None:

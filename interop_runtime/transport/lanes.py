@@ -89,6 +89,8 @@ def unpack(packet: bytes) -> list[memoryview]:
         raise ValueError(f"lane packet names {count} frames")
     lengths = struct.unpack_from(f"<{count}I", view, 4)
     at = 4 * (count + 1)
+    if sum(lengths) > LANE_MAX_BYTES:
+        raise ValueError(f"lane packet holds more than {LANE_MAX_BYTES} bytes of frames")
     if at + sum(lengths) != view.nbytes:
         raise ValueError("lane packet's frame lengths do not add up to its size")
     frames = []
@@ -201,12 +203,13 @@ def lane_offer(body: Any) -> tuple[str, str] | None:
     if not isinstance(offer, dict):
         return None
     path, nonce = offer.get("path"), offer.get("nonce")
-    if not isinstance(path, str) or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce):
+    if not isinstance(path, str) or not isinstance(nonce, str) or not _NONCE.fullmatch(nonce) \
+            or "\x00" in path:
         return None
     try:
         if os.path.dirname(os.path.realpath(path)) != os.path.realpath(lane_dir()):
             return None
-    except OSError:
+    except (OSError, ValueError):  # ValueError: what realpath raises for odd strings
         return None
     return path, nonce
 

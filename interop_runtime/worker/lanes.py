@@ -9,6 +9,7 @@ send on one could as well have gone by ZeroMQ, which takes over whenever a lane 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +31,8 @@ from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, ReplyMsg
 log = logging.getLogger("interop.worker")
 
 MAX_BURST = 64  # packets read from one lane before the loop polls again
-MAX_ASKED = 4096  # endpoints we asked for a lane (bounded by our plans' routes in practice)
+MAX_ASKED = 4096
+ASK_AGAIN_S = 5.0  # endpoints we asked for a lane (bounded by our plans' routes in practice)
 
 Deliver = Callable[[Lane, list[memoryview]], None]
 
@@ -49,7 +51,8 @@ class WorkerLanes:
         if self.server is not None:
             self._watch(self.server)
         self.out: dict[str, Lane] = {}  # endpoint -> the lane we dialled to its inbox
-        self.asked: dict[str, str] = {}  # ping id -> endpoint, until its answer
+        # ping id -> (endpoint, until when we wait for its answer before asking again)
+        self.asked: dict[str, tuple[str, float]] = {}
 
     def owns(self, obj: Any) -> bool:
         return isinstance(obj, int) and obj in self.by_fd
@@ -97,22 +100,33 @@ class WorkerLanes:
         lane = self.out.get(endpoint)
         if lane is not None and lane.bound:
             return lane
-        if lane is None and self.server is not None and endpoint not in self.asked.values() \
-                and len(self.asked) < MAX_ASKED:
+        if lane is None and self.server is not None and not self._waiting_for(endpoint):
             ping = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src="lane", action="ping",
                               args={"lane": True})
             try:
                 send_msg(dealer, ping, flags=zmq.NOBLOCK)
-                self.asked[ping.id] = endpoint
+                self.asked[ping.id] = (endpoint, time.monotonic() + ASK_AGAIN_S)
             except zmq.ZMQError:
                 pass
         return None
 
+    def _waiting_for(self, endpoint: str) -> bool:
+        """Whether a request for a lane to ``endpoint`` is still out (an unanswered one is
+        given up after ASK_AGAIN_S, so a peer that died meanwhile is asked again)."""
+        now = time.monotonic()
+        for ping_id, (asked, until) in list(self.asked.items()):
+            if now > until:
+                del self.asked[ping_id]
+            elif asked == endpoint:
+                return True
+        return len(self.asked) >= MAX_ASKED
+
     def answered(self, msg: ReplyMsg) -> bool:
         """A peer's answer to our lane request: dial what it offers. False: not one."""
-        endpoint = self.asked.pop(msg.reply_to or "", None)
-        if endpoint is None:
+        asked = self.asked.pop(msg.reply_to or "", None)
+        if asked is None:
             return False
+        endpoint = asked[0]
         offer = lane_offer(msg.body)
         if offer is not None and endpoint not in self.out:
             lane = dial(*offer)
