@@ -14,7 +14,7 @@ from typing import Any
 
 import zmq
 
-from interop_runtime.transport.lanes import Lane, dial, is_ack, lane_offer, supported, unpack
+from interop_runtime.transport.lanes import Lane, dial, lane_offer, supported, took_ack, unpack
 
 
 class ClientLanes:
@@ -47,14 +47,11 @@ class ClientLanes:
         back on that); None for the acknowledgement, garbage, or nothing."""
         packet = lane.recv_packet()
         out = None
-        if packet is not None:
-            if not lane.bound:
-                lane.bound = is_ack(packet)
-            else:
-                try:
-                    out = (lane.owner, unpack(packet))
-                except ValueError:  # not our framing: the lane goes, the DEALER stays
-                    lane.close()
+        if packet is not None and not took_ack(lane, packet):
+            try:
+                out = (lane.owner, unpack(packet))
+            except ValueError:  # not our framing: the lane goes, the DEALER stays
+                lane.close()
         if lane.closed:
             self.drop(lane)
         return out

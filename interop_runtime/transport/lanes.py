@@ -218,6 +218,15 @@ def is_ack(packet: bytes) -> bool:
     return packet == ACK
 
 
+def took_ack(lane: Lane, packet: bytes) -> bool:
+    """On a lane we dialled, before it is bound: whether ``packet`` is the receiver's
+    acknowledgement (the lane is bound from then on). False for any later packet."""
+    if lane.bound:
+        return False
+    lane.bound = is_ack(packet)
+    return True
+
+
 def _sweep(directory: str, limit: int = 1024) -> None:
     """Unlink the sockets of processes that died without closing theirs (a kill -9): each
     is named ``<pid>-<token>.sock``."""

@@ -19,9 +19,9 @@ from interop_runtime.transport.lanes import (
     Lane,
     LaneServer,
     dial,
-    is_ack,
     lane_offer,
     supported,
+    took_ack,
     unpack,
 )
 from interop_runtime.transport.sockets import send_msg
@@ -157,8 +157,7 @@ class WorkerLanes:
             if packet is None:
                 break
             if lane.outgoing:  # ours: only the acknowledgement is expected back
-                if not lane.bound and is_ack(packet):
-                    lane.bound = True
+                took_ack(lane, packet)
                 continue
             if not lane.bound:
                 assert self.server is not None

@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING, Any
 
 from interop_runtime.wire.codec import new_id
 from interop_runtime.wire.errors import MAX_LOCATION_CHARS, InteropError, cut_text
-from interop_runtime.wire.messages import PROTOCOL_VERSION, ErrorMsg, FunctionSpec, Header, ReplyMsg
+from interop_runtime.wire.messages import (
+    PROTOCOL_VERSION,
+    ControlMsg,
+    ErrorMsg,
+    FunctionSpec,
+    Header,
+    ReplyMsg,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -97,6 +104,12 @@ class PendingOp:
     # id of each message we sent -> the ROUTER identity whose reply we accept: a reply from
     # any other connection is dropped, however well it guessed the id
     responders: dict[str, bytes] = field(default_factory=dict)
+def plan_msg(worker: str, graph: str, plan: dict[str, Any]) -> ControlMsg:
+    """``CONTROL plan``: a worker's plan for one graph (SPEC section 8.2)."""
+    return ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=worker, action="plan",
+                      graph=graph, args={"plan": plan})
+
+
 def reply(to: Header, body: dict[str, Any] | None = None) -> ReplyMsg:
     return ReplyMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, reply_to=to.id, body=body or {})
 

@@ -15,6 +15,7 @@ from interop_runtime.coordinator.state.records import (
     Send,
     WorkerRecord,
     error_reply,
+    plan_msg,
     reply,
 )
 from interop_runtime.graph.compile import CompiledGraph, compile_graph
@@ -220,8 +221,7 @@ class Registry(StateTables):
     def _send_plans(self, compiled: CompiledGraph, op: PendingOp | None) -> list[Send]:
         out = []
         for worker, plan in compiled.plans.items():
-            ctl = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=worker, action="plan",
-                             graph=compiled.spec.name, args={"plan": plan.model_dump()})
+            ctl = plan_msg(worker, compiled.spec.name, plan.model_dump())
             if op is not None:
                 op.waiting.add(ctl.id)
                 op.responders[ctl.id] = self.workers[worker].identity

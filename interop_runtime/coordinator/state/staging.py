@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from interop_runtime.coordinator.state.base import StateTables
-from interop_runtime.coordinator.state.records import NAME, Send
-from interop_runtime.wire.codec import new_id
+from interop_runtime.coordinator.state.records import Send, plan_msg
 from interop_runtime.wire.errors import InteropError
-from interop_runtime.wire.messages import PROTOCOL_VERSION, ControlMsg, ErrorMsg, ReplyMsg
+from interop_runtime.wire.messages import ErrorMsg, ReplyMsg
 
 if TYPE_CHECKING:
     from interop_runtime.graph.compile import CompiledGraph
@@ -69,8 +68,7 @@ class Staging(StateTables):
         if old is not None:  # registered again before it answered: the newer plan counts
             self.staged_plans.pop(old, None)
         w = self.workers[worker]
-        ctl = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=worker, action="plan",
-                         graph=graph, args={"plan": plan})
+        ctl = plan_msg(worker, graph, plan)
         self.staged_plans[ctl.id] = StagedPlan(graph, worker, w.identity, plan,
                                                now + self.request_timeout_s)
         self.staged_by_pair[(graph, worker)] = ctl.id
@@ -147,7 +145,5 @@ class Staging(StateTables):
             dumped = plan.model_dump()
             if (sent or {}).get(worker) == dumped:
                 continue
-            ctl = ControlMsg(v=PROTOCOL_VERSION, id=new_id(), src=NAME, dst=worker,
-                             action="plan", graph=graph, args={"plan": dumped})
-            out.append(Send(self.workers[worker].identity, ctl))
+            out.append(Send(self.workers[worker].identity, plan_msg(worker, graph, dumped)))
         return out
