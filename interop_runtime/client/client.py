@@ -49,6 +49,9 @@ from interop_runtime.wire.payloads import GraphSpec
 
 log = logging.getLogger("interop.client")
 PLAN_GRACE_S = 0.05  # before a direct run asks again about a worker that had no plan for it
+# a direct run whose routes changed meanwhile reads them again this often: a pool that grows
+# by two replicas at once changes them twice within milliseconds
+ROUTE_RETRIES = 3
 _pipe_ids = itertools.count()
 
 
@@ -321,7 +324,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
     def submit(self, graph: str | Graph | GraphSpec | Mapping[str, Any],
                inputs: Mapping[str, Any], *, timeout_s: float | None = None,
                run_id: str | None = None, copy: bool = True,
-               _again: bool = True) -> Future[RunResult]:
+               _again: int = ROUTE_RETRIES) -> Future[RunResult]:
         """Start a run; the Future resolves to its RunResult. ``copy`` as for ``run``."""
         name = self._graph_name(graph)
         if self._epochs.epoch is None:
@@ -352,10 +355,10 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                 stale = isinstance(exc, InteropError) and (exc.field == "routes" or (
                     routes is not None and exc.field == "graph"))  # a worker dropped its plan
                 if _again and stale:
-                    # the graph was compiled again (a worker moved, a model changed): once
-                    # more, fresh routes, from a thread of its own (this may be the I/O thread)
+                    # the graph was compiled again (a worker moved, a model changed): again,
+                    # with fresh routes, from a thread of its own (this may be the I/O thread)
                     threading.Thread(target=lambda: _chain(self.submit(
-                        name, inputs, timeout_s=timeout_s, copy=copy, _again=False), out),
+                        name, inputs, timeout_s=timeout_s, copy=copy, _again=_again - 1), out),
                         daemon=True).start()
                     return
                 out.set_exception(exc)
@@ -379,7 +382,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
         if self._epochs.epoch is None:
             self._learn_epoch()
         arrays = _arrays(inputs)
-        for attempt in (1, 2):
+        for attempt in range(ROUTE_RETRIES + 1):
             routes = self._direct_routes(name)
             if routes is None:
                 break
@@ -391,7 +394,7 @@ class Client(Queries, Models):  # models.py: load, unload and list models in wor
                     routes, msg, arrays, timeout + 1.0, epoch=self._epochs.epoch, copy=copy)
             except InteropError as exc:
                 self._routes.pop(name, None)
-                if exc.field in ("routes", "graph") and attempt == 1:
+                if exc.field in ("routes", "graph") and attempt < ROUTE_RETRIES:
                     # compiled again since we asked (a worker moved), or a worker dropped
                     # its plan (a model changed): ask again. A plan the coordinator has just
                     # reinstalled may still be on its way to the worker: give it a moment
